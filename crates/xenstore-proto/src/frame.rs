@@ -56,7 +56,12 @@ impl Message {
         let mut payload = Vec::with_capacity(10);
         payload.extend_from_slice(err.name().as_bytes());
         payload.push(0);
-        Message::new(MsgType::Error as u32, request.req_id, request.tx_id, payload)
+        Message::new(
+            MsgType::Error as u32,
+            request.req_id,
+            request.tx_id,
+            payload,
+        )
     }
 
     /// A WATCH_EVENT for `path` and `token`, or `None` when it would not
@@ -219,7 +224,10 @@ mod tests {
     fn exactly_max_payload_is_fine() {
         let mut d = Decoder::new();
         d.feed(&msg(11, 1, &[b'x'; PAYLOAD_MAX]));
-        assert_eq!(d.next_message().unwrap().unwrap().payload.len(), PAYLOAD_MAX);
+        assert_eq!(
+            d.next_message().unwrap().unwrap().payload.len(),
+            PAYLOAD_MAX
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(parse_domid(b"abc"), Err(XsError::Einval));
         assert_eq!(parse_domid(b""), Err(XsError::Einval));
         assert_eq!(parse_domid(b"-1"), Err(XsError::Einval));
-        assert_eq!(parse_domid(b"99999999999999999999999"), Err(XsError::Einval));
+        assert_eq!(
+            parse_domid(b"99999999999999999999999"),
+            Err(XsError::Einval)
+        );
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! The committed database and the overlay that stages changes.
+//!
+//! Every change goes through an [`Overlay`]: a transaction owns one for its
+//! whole life; a request outside a transaction gets a fresh one that is
+//! committed as soon as the request succeeds. So a failing request never
+//! leaves half its work behind, and transactions and single requests share
+//! one implementation of every operation.
+//!
+//! Conflict detection follows C xenstored: the first time an overlay
+//! touches a node it records the node's generation (or its absence); a
+//! transaction's commit fails with `EAGAIN` if any recorded generation no
+//! longer matches. Starting a transaction copies nothing, and a commit costs
+//! in proportion to the nodes the transaction touched.
+
+use crate::node::Node;
+use crate::watch::Match;
+use indexmap::IndexMap;
+use std::collections::HashMap;
+use xenstore_proto::{PermList, XsError};
+
+/// The committed tree: nodes by canonical path, plus the generation counter.
+#[derive(Debug, Default)]
+pub struct Db {
+    nodes: HashMap<String, Node>,
+    generation: u64,
+}
+
+impl Db {
+    /// A committed node.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Number of nodes, special nodes included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false once the root exists.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The current generation counter.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes a fresh generation number.
+    pub fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Stores a node as it is (start-up, repairs).
+    pub(crate) fn insert_raw(&mut self, path: String, mut node: Node) {
+        node.generation = self.next_generation();
+        self.nodes.insert(path, node);
+    }
+
+    /// Removes a node as it is (repairs).
+    pub(crate) fn remove_raw(&mut self, path: &str) -> Option<Node> {
+        self.nodes.remove(path)
+    }
+
+    /// Mutable access for permission stripping (no generation change:
+    /// stripping an entry of a dead domain is not a client-visible change).
+    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path)
+    }
+
+    /// All nodes (reports, consistency checks).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+}
+
+/// Net change of one owner's accounting staged in an overlay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Nodes.
+    pub nodes: i64,
+    /// Accounted bytes.
+    pub memory: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Generation at first touch, `None` if the node was missing.
+    base_gen: Option<u64>,
+    /// Permissions at first touch, for watch filtering after commit.
+    old_perms: Option<PermList>,
+    /// The node as the overlay sees it now.
+    node: Option<Node>,
+    dirty: bool,
+    fire: Option<Match>,
+}
+
+/// A node that must fire watches once the overlay is committed.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    /// The node's path.
+    pub path: String,
+    /// How it matches watches.
+    pub how: Match,
+    /// The node's permissions when the overlay first touched it.
+    pub old_perms: Option<PermList>,
+}
+
+/// Staged changes over a [`Db`].
+#[derive(Debug, Default)]
+pub struct Overlay {
+    entries: IndexMap<String, Entry>,
+    fire_order: Vec<usize>,
+    deltas: HashMap<u32, Delta>,
+    /// Most distinct nodes this overlay may touch (transaction-nodes quota).
+    pub limit: Option<usize>,
+    /// An operation failed half-way; the transaction can only be aborted.
+    pub failed: bool,
+    /// Nodes were created (the commit re-checks the node quota).
+    pub created: bool,
+}
+
+fn contribution(n: &Option<Node>) -> Option<(u32, i64)> {
+    n.as_ref().map(|n| {
+        (
+            n.perms.owner(),
+            i64::try_from(n.acc_size()).unwrap_or(i64::MAX),
+        )
+    })
+}
+
+impl Overlay {
+    /// An overlay with an optional touched-node limit.
+    pub fn new(limit: Option<usize>) -> Overlay {
+        Overlay {
+            limit,
+            ..Overlay::default()
+        }
+    }
+
+    /// Number of distinct nodes touched.
+    pub fn touched(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The net accounting change for `owner`.
+    pub fn delta(&self, owner: u32) -> Delta {
+        self.deltas.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// All net accounting changes.
+    pub fn deltas(&self) -> impl Iterator<Item = (u32, Delta)> + '_ {
+        self.deltas.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// True if the overlay has changes to commit.
+    pub fn is_dirty(&self) -> bool {
+        self.entries.values().any(|e| e.dirty)
+    }
+
+    /// Whether touching `n` more nodes not yet touched would pass the limit.
+    pub fn would_exceed(&self, n: usize) -> bool {
+        self.limit.is_some_and(|l| self.entries.len() + n > l)
+    }
+
+    /// True if the overlay already touched `path`.
+    pub fn has_touched(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    fn touch(&mut self, db: &Db, path: &str) -> Result<usize, XsError> {
+        if let Some(i) = self.entries.get_index_of(path) {
+            return Ok(i);
+        }
+        if self.would_exceed(1) {
+            self.failed = true;
+            return Err(XsError::Enospc);
+        }
+        let node = db.get(path).cloned();
+        let entry = Entry {
+            base_gen: node.as_ref().map(|n| n.generation),
+            old_perms: node.as_ref().map(|n| n.perms.clone()),
+            node,
+            dirty: false,
+            fire: None,
+        };
+        Ok(self.entries.insert_full(path.to_owned(), entry).0)
+    }
+
+    /// The node at `path` as the overlay sees it, recording the access.
+    pub fn get(&mut self, db: &Db, path: &str) -> Result<Option<Node>, XsError> {
+        let i = self.touch(db, path)?;
+        Ok(self.entries[i].node.clone())
+    }
+
+    /// Replaces (or creates, with `None` deletes) the node at `path`.
+    pub fn set(&mut self, db: &Db, path: &str, node: Option<Node>) -> Result<(), XsError> {
+        let i = self.touch(db, path)?;
+        let e = &mut self.entries[i];
+        if let Some((owner, size)) = contribution(&e.node) {
+            let d = self.deltas.entry(owner).or_default();
+            d.nodes -= 1;
+            d.memory -= size;
+        }
+        if let Some((owner, size)) = contribution(&node) {
+            let d = self.deltas.entry(owner).or_default();
+            d.nodes += 1;
+            d.memory += size;
+        }
+        e.node = node;
+        e.dirty = true;
+        Ok(())
+    }
+
+    /// Marks `path` (already touched) to fire watches at commit. A subtree
+    /// match replaces an exact one, not the other way round.
+    pub fn fire(&mut self, path: &str, how: Match) {
+        if let Some(i) = self.entries.get_index_of(path) {
+            let e = &mut self.entries[i];
+            match e.fire {
+                None => {
+                    e.fire = Some(how);
+                    self.fire_order.push(i);
+                }
+                Some(_) if how == Match::Subtree => e.fire = Some(how),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Checks that nothing this overlay touched changed in `db` since.
+    pub fn conflicts(&self, db: &Db) -> bool {
+        self.entries
+            .iter()
+            .any(|(p, e)| db.get(p).map(|n| n.generation) != e.base_gen)
+    }
+
+    /// Writes the staged changes into `db` with fresh generations and
+    /// returns the nodes that fire watches, in firing order. The caller has
+    /// checked conflicts and quotas; accounting is the caller's too (see
+    /// [`Overlay::deltas`], to be read before this call).
+    pub fn apply(self, db: &mut Db) -> Vec<Fired> {
+        let Overlay {
+            entries,
+            fire_order,
+            ..
+        } = self;
+        let mut fired = Vec::with_capacity(fire_order.len());
+        for &i in &fire_order {
+            if let Some((p, e)) = entries.get_index(i) {
+                // A node created and deleted again fires nothing.
+                if e.base_gen.is_some() || e.node.is_some() {
+                    fired.push(Fired {
+                        path: p.clone(),
+                        how: e.fire.unwrap_or(Match::Exact),
+                        old_perms: e.old_perms.clone(),
+                    });
+                }
+            }
+        }
+        for (path, e) in entries {
+            if !e.dirty {
+                continue;
+            }
+            match e.node {
+                Some(mut n) => {
+                    n.generation = db.next_generation();
+                    db.nodes.insert(path, n);
+                }
+                None => {
+                    db.nodes.remove(&path);
+                }
+            }
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xenstore_proto::Access;
+
+    fn db_with(paths: &[&str]) -> Db {
+        let mut db = Db::default();
+        for p in paths {
+            db.insert_raw((*p).into(), Node::new(PermList::owned_by(0, Access::None)));
+        }
+        db
+    }
+
+    #[test]
+    fn conflict_on_changed_generation() {
+        let mut db = db_with(&["/", "/a"]);
+        let mut ov = Overlay::new(None);
+        assert!(ov.get(&db, "/a").unwrap().is_some());
+        assert!(ov.get(&db, "/b").unwrap().is_none());
+        assert!(!ov.conflicts(&db));
+        db.insert_raw("/b".into(), Node::new(PermList::owned_by(0, Access::None)));
+        assert!(ov.conflicts(&db));
+    }
+
+    #[test]
+    fn deltas_track_net_change() {
+        let db = db_with(&["/"]);
+        let mut ov = Overlay::new(None);
+        let n = Node::new(PermList::owned_by(5, Access::None));
+        ov.set(&db, "/x", Some(n.clone())).unwrap();
+        ov.set(&db, "/y", Some(n)).unwrap();
+        ov.set(&db, "/y", None).unwrap();
+        assert_eq!(ov.delta(5).nodes, 1);
+        assert_eq!(ov.delta(5).memory, 24);
+    }
+
+    #[test]
+    fn limit_fails_overlay() {
+        let db = db_with(&["/"]);
+        let mut ov = Overlay::new(Some(1));
+        ov.get(&db, "/").unwrap();
+        assert_eq!(ov.get(&db, "/a"), Err(XsError::Enospc));
+        assert!(ov.failed);
+    }
+}

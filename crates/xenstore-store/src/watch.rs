@@ -1,0 +1,232 @@
+//! The watch registry.
+//!
+//! Watches are indexed by canonical path, so finding the watches an event
+//! matches costs one hash lookup per component of the event path (subtree
+//! matches) or one lookup (exact matches), never a scan of all watches.
+
+use crate::ConnId;
+use std::collections::HashMap;
+use xenstore_proto::path;
+
+/// Identifies one registered watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchId(pub u64);
+
+/// One registered watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// The connection that registered it.
+    pub conn: ConnId,
+    /// The path as the client gave it (relative stays relative).
+    pub given: String,
+    /// The canonical absolute or special path.
+    pub canonical: String,
+    /// The client's token.
+    pub token: String,
+    /// Optional depth limit.
+    pub depth: Option<u32>,
+    /// Registered with a relative path: events are reported relative to
+    /// `base`.
+    pub relative: bool,
+    /// The connection's home at registration, stripped from relative events.
+    pub base: String,
+}
+
+impl Watch {
+    /// Bytes charged to the watcher's memory quota.
+    pub fn acc_size(&self) -> usize {
+        self.canonical.len() + self.token.len() + self.given.len() + 32
+    }
+
+    /// The path an event for `event_path` is reported with.
+    pub fn report_path<'a>(&self, event_path: &'a str) -> &'a str {
+        if self.relative {
+            path::relative_to(event_path, &self.base)
+        } else {
+            event_path
+        }
+    }
+}
+
+/// How an event matches watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// Watches on the path itself only (nodes below the top of an RM).
+    Exact,
+    /// Watches on the path and on its ancestors, within their depth.
+    Subtree,
+}
+
+/// All watches of all connections.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_id: HashMap<WatchId, Watch>,
+    by_path: HashMap<String, Vec<WatchId>>,
+    by_conn: HashMap<ConnId, Vec<WatchId>>,
+    next: u64,
+}
+
+impl Registry {
+    /// Number of watches of one connection.
+    pub fn count(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, Vec::len)
+    }
+
+    /// Total number of watches.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when there are no watches.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The watch of `conn` with this canonical path and token.
+    pub fn find(&self, conn: ConnId, canonical: &str, token: &str) -> Option<WatchId> {
+        self.by_path.get(canonical)?.iter().copied().find(|id| {
+            self.by_id
+                .get(id)
+                .is_some_and(|w| w.conn == conn && w.token == token)
+        })
+    }
+
+    /// Adds a watch.
+    pub fn add(&mut self, w: Watch) -> WatchId {
+        self.next += 1;
+        let id = WatchId(self.next);
+        self.by_path
+            .entry(w.canonical.clone())
+            .or_default()
+            .push(id);
+        self.by_conn.entry(w.conn).or_default().push(id);
+        self.by_id.insert(id, w);
+        id
+    }
+
+    /// Removes a watch, returning it.
+    pub fn remove(&mut self, id: WatchId) -> Option<Watch> {
+        let w = self.by_id.remove(&id)?;
+        if let Some(v) = self.by_path.get_mut(&w.canonical) {
+            v.retain(|x| *x != id);
+            if v.is_empty() {
+                self.by_path.remove(&w.canonical);
+            }
+        }
+        if let Some(v) = self.by_conn.get_mut(&w.conn) {
+            v.retain(|x| *x != id);
+            if v.is_empty() {
+                self.by_conn.remove(&w.conn);
+            }
+        }
+        Some(w)
+    }
+
+    /// Removes every watch of a connection, returning them.
+    pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Watch> {
+        let ids = self.by_conn.remove(&conn).unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(w) = self.by_id.remove(&id) {
+                if let Some(v) = self.by_path.get_mut(&w.canonical) {
+                    v.retain(|x| *x != id);
+                    if v.is_empty() {
+                        self.by_path.remove(&w.canonical);
+                    }
+                }
+                out.push(w);
+            }
+        }
+        out
+    }
+
+    /// A watch by id.
+    pub fn get(&self, id: WatchId) -> Option<&Watch> {
+        self.by_id.get(&id)
+    }
+
+    /// The watches registered exactly on `canonical`.
+    pub fn on_path(&self, canonical: &str) -> impl Iterator<Item = (WatchId, &Watch)> {
+        self.by_path
+            .get(canonical)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id).map(|w| (*id, w)))
+    }
+
+    /// The watches an event on `event_path` reaches, with the matching
+    /// rule and depth limits applied, in a stable order: the path's own
+    /// watches first, then its ancestors' nearest first.
+    pub fn matching(&self, event_path: &str, m: Match) -> Vec<&Watch> {
+        let mut out = Vec::new();
+        let ev_depth = path::depth(event_path);
+        let mut visit = |p: &str| {
+            let d = ev_depth.saturating_sub(path::depth(p));
+            for (_, w) in self.on_path(p) {
+                if w.depth.is_none_or(|max| d <= max as usize) {
+                    out.push(w);
+                }
+            }
+        };
+        visit(event_path);
+        if m == Match::Subtree && event_path.starts_with('/') {
+            for a in path::ancestors(event_path) {
+                visit(a);
+            }
+        }
+        out
+    }
+
+    /// Iterates over all watches (for reports).
+    pub fn iter(&self) -> impl Iterator<Item = (&WatchId, &Watch)> {
+        self.by_id.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(conn: u64, p: &str, depth: Option<u32>) -> Watch {
+        Watch {
+            conn: ConnId(conn),
+            given: p.into(),
+            canonical: p.into(),
+            token: "t".into(),
+            depth,
+            relative: false,
+            base: "/local/domain/0".into(),
+        }
+    }
+
+    #[test]
+    fn subtree_and_depth() {
+        let mut r = Registry::default();
+        r.add(w(1, "/", None));
+        r.add(w(1, "/a", Some(1)));
+        r.add(w(1, "/a/b/c", None));
+        r.add(w(2, "/ab", None));
+        let hits = |p: &str, m| {
+            r.matching(p, m)
+                .into_iter()
+                .map(|w| w.canonical.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hits("/a/b", Match::Subtree), ["/a", "/"]);
+        assert_eq!(hits("/a/b/x", Match::Subtree), ["/"]);
+        assert_eq!(hits("/a/b/c", Match::Exact), ["/a/b/c"]);
+        assert_eq!(hits("@releaseDomain", Match::Subtree), Vec::<String>::new());
+    }
+
+    #[test]
+    fn remove_conn_cleans_index() {
+        let mut r = Registry::default();
+        let id = r.add(w(1, "/a", None));
+        r.add(w(2, "/a", None));
+        assert_eq!(r.find(ConnId(1), "/a", "t"), Some(id));
+        assert_eq!(r.remove_conn(ConnId(1)).len(), 1);
+        assert_eq!(r.find(ConnId(1), "/a", "t"), None);
+        assert_eq!(r.matching("/a", Match::Exact).len(), 1);
+        assert_eq!(r.count(ConnId(2)), 1);
+    }
+}
