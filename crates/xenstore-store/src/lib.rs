@@ -26,6 +26,7 @@ mod domain;
 pub mod node;
 mod ops;
 pub mod quota;
+mod report;
 mod store;
 pub mod watch;
 

@@ -1,0 +1,251 @@
+//! Command line, compatible with C xenstored's options.
+
+use clap::Parser;
+use std::path::PathBuf;
+use xenstore_store::quota::{Quota, QuotaSet};
+
+/// rxenstored: a Xenstore daemon using only stable Xen interfaces.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rxenstored",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    about = "Xenstore daemon (drop-in for C xenstored) using only stable Xen interfaces"
+)]
+pub struct Options {
+    /// Do not fork: stay in the foreground.
+    #[arg(short = 'N', long = "no-fork")]
+    pub no_fork: bool,
+
+    /// Write the daemon's pid to FILE.
+    #[arg(short = 'F', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Print the daemon's pid on standard output once it runs.
+    #[arg(short = 'P', long = "output-pid")]
+    pub output_pid: bool,
+
+    /// Access log: every request and reply (`CONTROL log` switches it).
+    #[arg(short = 'T', long = "trace-file", value_name = "FILE")]
+    pub trace_file: Option<PathBuf>,
+
+    /// Trace switches: +io, -io, +obj, -obj (repeatable).
+    #[arg(
+        long = "trace-control",
+        value_name = "[+-]SWITCH",
+        allow_hyphen_values = true
+    )]
+    pub trace_control: Vec<String>,
+
+    /// Daemon log file (default: standard error). Reopened on SIGHUP.
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Quota: nodes per domain.
+    #[arg(short = 'E', long = "entry-nb", value_name = "NB")]
+    pub entry_nb: Option<u64>,
+
+    /// Quota: accounted size of one node (bytes).
+    #[arg(short = 'S', long = "entry-size", value_name = "SIZE")]
+    pub entry_size: Option<u64>,
+
+    /// Quota: watches per domain.
+    #[arg(short = 'W', long = "watch-nb", value_name = "NB")]
+    pub watch_nb: Option<u64>,
+
+    /// Quota: transactions per domain.
+    #[arg(short = 't', long = "transaction", value_name = "NB")]
+    pub transaction: Option<u64>,
+
+    /// Quota: permission entries per node.
+    #[arg(short = 'A', long = "perm-nb", value_name = "NB")]
+    pub perm_nb: Option<u64>,
+
+    /// Quota: path length (at most 2048).
+    #[arg(short = 'M', long = "path-max", value_name = "CHARS")]
+    pub path_max: Option<u64>,
+
+    /// Hard quota WHAT=NB (nodes, watches, outstanding, memory,
+    /// transactions, transaction-nodes, node-permissions, path-max,
+    /// node-size). Repeatable.
+    #[arg(short = 'Q', long = "quota", value_name = "WHAT=NB")]
+    pub quota: Vec<String>,
+
+    /// Soft quota WHAT=NB (memory): a warning only. Repeatable.
+    #[arg(short = 'q', long = "quota-soft", value_name = "WHAT=NB")]
+    pub quota_soft: Vec<String>,
+
+    /// Timeout WHAT=SECONDS (watch-event). Repeatable.
+    #[arg(short = 'w', long = "timeout", value_name = "WHAT=SECONDS")]
+    pub timeout: Vec<String>,
+
+    /// Keep a removed domain's nodes, owned by the privileged domain
+    /// (a security risk).
+    #[arg(short = 'K', long = "keep-orphans")]
+    pub keep_orphans: bool,
+
+    /// The privileged domain (default 0).
+    #[arg(short = 'p', long = "priv-domid", value_name = "DOMID")]
+    pub priv_domid: Option<u32>,
+
+    /// The domain xenstored runs in (default 0).
+    #[arg(short = 'm', long = "master-domid", value_name = "DOMID")]
+    pub master_domid: Option<u32>,
+
+    /// Socket path (default: $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket,
+    /// else /run/xenstored/socket).
+    #[arg(long = "socket", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Verbose logging.
+    #[arg(short = 'V', long = "verbose")]
+    pub verbose: bool,
+
+    /// Print the version.
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+
+    /// Print help.
+    #[arg(short = 'H', long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Internal: this process is the forked daemon; report readiness on
+    /// standard output.
+    #[arg(long = "internal-daemon-child", hide = true)]
+    pub daemon_child: bool,
+}
+
+/// A command-line value that does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `WHAT=NB` malformed or naming an unknown quota.
+    #[error("bad quota setting {0:?}: expected WHAT=NUMBER with WHAT one of {1}")]
+    Quota(String, String),
+    /// `-w` malformed.
+    #[error("bad timeout {0:?}: expected watch-event=SECONDS")]
+    Timeout(String),
+}
+
+fn quota_names() -> String {
+    Quota::ALL.map(|q| q.name()).join(", ")
+}
+
+fn split_setting(s: &str) -> Option<(&str, u64)> {
+    let (k, v) = s.split_once('=')?;
+    Some((k, v.trim().parse().ok()?))
+}
+
+impl Options {
+    /// The socket path, by the rules C xenstored and libxenstore share.
+    pub fn socket_path(&self) -> PathBuf {
+        if let Some(p) = &self.socket {
+            return p.clone();
+        }
+        if let Some(p) = std::env::var_os("XENSTORED_PATH") {
+            return PathBuf::from(p);
+        }
+        let rundir = std::env::var_os("XENSTORED_RUNDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/xenstored"));
+        rundir.join("socket")
+    }
+
+    /// The quota values the options give.
+    pub fn quotas(&self) -> Result<QuotaSet, CliError> {
+        let mut q = QuotaSet::default();
+        let shortcuts = [
+            (self.entry_nb, Quota::Nodes),
+            (self.entry_size, Quota::NodeSize),
+            (self.watch_nb, Quota::Watches),
+            (self.transaction, Quota::Transactions),
+            (self.perm_nb, Quota::NodePermissions),
+            (self.path_max, Quota::PathMax),
+        ];
+        for (v, quota) in shortcuts {
+            if let Some(v) = v {
+                q.set(quota, v);
+            }
+        }
+        for s in &self.quota {
+            let (k, v) =
+                split_setting(s).ok_or_else(|| CliError::Quota(s.clone(), quota_names()))?;
+            let quota = Quota::from_name(k.as_bytes())
+                .ok_or_else(|| CliError::Quota(s.clone(), quota_names()))?;
+            q.set(quota, v);
+        }
+        for s in &self.quota_soft {
+            match split_setting(s) {
+                Some(("memory", v)) => q.soft_memory = v,
+                _ => return Err(CliError::Quota(s.clone(), "memory".into())),
+            }
+        }
+        Ok(q)
+    }
+
+    /// The watch-event timeout in seconds (0 disables; default 20).
+    pub fn watch_event_timeout(&self) -> Result<u64, CliError> {
+        let mut t = 20;
+        for s in &self.timeout {
+            match split_setting(s) {
+                Some(("watch-event", v)) => t = v,
+                _ => return Err(CliError::Timeout(s.clone())),
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("rxenstored").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn c_style_options() {
+        let o = parse(&[
+            "-N",
+            "-F",
+            "/tmp/p",
+            "-E",
+            "50",
+            "-Q",
+            "memory=100",
+            "-q",
+            "memory=90",
+            "-M",
+            "4000",
+        ]);
+        assert!(o.no_fork);
+        let q = o.quotas().unwrap();
+        assert_eq!(q.get(Quota::Nodes), 50);
+        assert_eq!(q.get(Quota::Memory), 100);
+        assert_eq!(q.soft_memory, 90);
+        assert_eq!(q.get(Quota::PathMax), 2048);
+    }
+
+    #[test]
+    fn bad_quota_names() {
+        assert!(parse(&["-Q", "bogus=1"]).quotas().is_err());
+        assert!(parse(&["-Q", "nodes"]).quotas().is_err());
+        assert!(parse(&["-q", "nodes=3"]).quotas().is_err());
+        assert!(parse(&["-w", "other=3"]).watch_event_timeout().is_err());
+        assert_eq!(
+            parse(&["-w", "watch-event=0"])
+                .watch_event_timeout()
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn explicit_socket_wins() {
+        assert_eq!(
+            parse(&["--socket", "/x/s"]).socket_path(),
+            PathBuf::from("/x/s")
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! rxenstored: the Xenstore daemon.
+//!
+//! Start-up follows C xenstored's contract with the scripts that launch
+//! it: by default the process forks (here: re-executes itself detached,
+//! in a new session) and the command returns once the daemon serves, with
+//! the pid file already holding the daemon's pid; `-N` stays in the
+//! foreground. Readiness is also sent to systemd (`READY=1`) when
+//! `NOTIFY_SOCKET` is set.
+
+mod cli;
+mod control;
+mod logging;
+mod notify;
+mod server;
+mod trace;
+
+use clap::Parser;
+use cli::Options;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use xenstore_store::StoreConfig;
+
+const READY_LINE: &str = "READY";
+
+fn main() -> ExitCode {
+    let opts = Options::parse();
+    if !opts.no_fork && !opts.daemon_child {
+        return spawn_daemon(&opts);
+    }
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("rxenstored: {msg}");
+            if opts.daemon_child {
+                println!("ERROR {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The parent side of forking: start the daemon detached and wait until
+/// it reports that it serves (or failed).
+fn spawn_daemon(opts: &Options) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("rxenstored: cannot find own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut child = match Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--internal-daemon-child")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rxenstored: cannot start the daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid = child.id();
+    let Some(out) = child.stdout.take() else {
+        return ExitCode::FAILURE;
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(out).read_line(&mut line);
+    if line.trim_end() == READY_LINE {
+        if opts.output_pid {
+            println!("{pid}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let _ = child.wait();
+    let msg = line
+        .trim_end()
+        .strip_prefix("ERROR ")
+        .unwrap_or("the daemon exited during start-up");
+    eprintln!("rxenstored: {msg}");
+    ExitCode::FAILURE
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn run(opts: &Options) -> Result<(), String> {
+    let log = logging::LogTarget::new(opts.log_file.as_deref().map(absolute))
+        .map_err(|e| format!("cannot open log file: {e}"))?;
+    log.install(opts.verbose);
+    if opts.daemon_child {
+        // Detach from the caller's session and terminal.
+        rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
+    }
+    let quota = opts.quotas().map_err(|e| e.to_string())?;
+    let timeout = opts.watch_event_timeout().map_err(|e| e.to_string())?;
+    let priv_domid = opts.priv_domid.unwrap_or(0);
+    let store_domid = opts.master_domid.unwrap_or(0);
+    let socket = absolute(&opts.socket_path());
+    let cfg = server::ServerConfig {
+        socket: socket.clone(),
+        store: StoreConfig {
+            priv_domid,
+            store_domid,
+            quota,
+            keep_orphans: opts.keep_orphans,
+        },
+        trace_file: opts.trace_file.as_deref().map(absolute),
+        trace_control: opts.trace_control.clone(),
+        file_base: PathBuf::from("/var/lib/xen/xenstore"),
+        watch_event_timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
+    };
+    let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;
+    let log2 = log.clone();
+    srv.on_hangup(Box::new(move || {
+        let _ = log2.reopen();
+    }));
+    let pid_file = opts.pid_file.as_deref().map(absolute);
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
+    }
+    tracing::info!(
+        "serving on {} (priv domid {priv_domid}, store domid {store_domid}, no hypervisor: socket only)",
+        socket.display()
+    );
+    if let Err(e) = notify::ready() {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    if opts.daemon_child {
+        println!("{READY_LINE}");
+        let _ = std::io::stdout().flush();
+        // Standard output was the pipe to the parent: point it at /dev/null.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+    } else if opts.output_pid {
+        println!("{}", std::process::id());
+    }
+    let r = srv.run();
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    r.map_err(|e| format!("event loop failed: {e}"))
+}
