@@ -1,0 +1,272 @@
+//! Shared end-to-end test support: start the real `rxenstored` binary on a
+//! temporary socket, and talk the raw protocol to it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+
+/// A running daemon, killed (SIGTERM) and cleaned up on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("rxs-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rxenstored")
+}
+
+impl Daemon {
+    /// Starts `rxenstored -N --socket <tmp>/socket <extra...>` and waits
+    /// until the socket accepts connections.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = temp_dir("d");
+        let socket = dir.join("socket");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+        let child = Command::new(binary())
+            .arg("-N")
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rxenstored");
+        let d = Daemon { child, dir, socket };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw-protocol client.
+pub struct Client {
+    pub stream: UnixStream,
+    /// Watch events received while waiting for replies.
+    pub events: Vec<(String, String)>,
+    next_req: u32,
+}
+
+/// A reply: its type and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub header: Header,
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// The error name, if this is an ERROR reply.
+    pub fn error(&self) -> Option<String> {
+        (self.header.msg_type == MsgType::Error as u32).then(|| {
+            String::from_utf8_lossy(self.payload.strip_suffix(b"\0").unwrap_or(&self.payload))
+                .into_owned()
+        })
+    }
+
+    /// The payload as text, for assertions.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+
+    /// Asserts success and returns the payload.
+    pub fn ok(&self) -> &[u8] {
+        assert!(
+            self.error().is_none(),
+            "unexpected error {:?}",
+            self.error()
+        );
+        &self.payload
+    }
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Client {
+            stream,
+            events: Vec::new(),
+            next_req: 1,
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, b: &[u8]) {
+        self.stream.write_all(b).expect("write");
+    }
+
+    /// Sends a request, returns the req_id used.
+    pub fn send(&mut self, t: u32, tx: u32, payload: &[u8]) -> u32 {
+        let id = self.next_req;
+        self.next_req += 1;
+        self.send_raw(&Message::new(t, id, tx, payload.to_vec()).encode());
+        id
+    }
+
+    /// Reads one message of any kind.
+    pub fn read_message(&mut self) -> std::io::Result<Reply> {
+        let mut h = [0u8; HEADER_SIZE];
+        self.stream.read_exact(&mut h)?;
+        let header = Header::from_bytes(&h);
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload)?;
+        Ok(Reply { header, payload })
+    }
+
+    /// Reads the next non-event message, storing events seen meanwhile.
+    pub fn reply(&mut self) -> Reply {
+        loop {
+            let m = self.read_message().expect("read reply");
+            if m.header.msg_type == MsgType::WatchEvent as u32 {
+                self.events.push(split_event(&m.payload));
+                continue;
+            }
+            return m;
+        }
+    }
+
+    /// A request and its reply.
+    pub fn req(&mut self, t: MsgType, payload: &[u8]) -> Reply {
+        self.req_tx(t, 0, payload)
+    }
+
+    /// A request in a transaction and its reply.
+    pub fn req_tx(&mut self, t: MsgType, tx: u32, payload: &[u8]) -> Reply {
+        self.send(t as u32, tx, payload);
+        self.reply()
+    }
+
+    pub fn write(&mut self, path: &str, value: &[u8]) -> Reply {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(value);
+        self.req(MsgType::Write, &p)
+    }
+
+    pub fn read(&mut self, path: &str) -> Reply {
+        self.req(MsgType::Read, &z(path))
+    }
+
+    /// Waits up to `ms` for one more event (returns it), None on timeout.
+    pub fn next_event(&mut self, ms: u64) -> Option<(String, String)> {
+        if !self.events.is_empty() {
+            return Some(self.events.remove(0));
+        }
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(ms)))
+            .expect("timeout");
+        let r = self.read_message();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        match r {
+            Ok(m) if m.header.msg_type == MsgType::WatchEvent as u32 => {
+                Some(split_event(&m.payload))
+            }
+            Ok(m) => panic!("expected an event, got {m:?}"),
+            Err(_) => None,
+        }
+    }
+}
+
+/// A NUL-terminated string.
+pub fn z(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Several NUL-terminated strings.
+pub fn zs(parts: &[&str]) -> Vec<u8> {
+    parts.iter().flat_map(|s| z(s)).collect()
+}
+
+pub fn split_event(p: &[u8]) -> (String, String) {
+    let mut it = p.split(|&b| b == 0);
+    let path = String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned();
+    let token = String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned();
+    (path, token)
+}
+
+/// Runs a command with XENSTORED_PATH pointing at the daemon; returns
+/// (status success, stdout, stderr).
+pub fn run_tool(d: &Daemon, prog: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(prog)
+        .args(args)
+        .env("XENSTORED_PATH", &d.socket)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e} (install xenstore-utils / xen-utils-4.17 / python3-pyxs, see .ci/run)"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
