@@ -1,0 +1,278 @@
+//! xsbench: drives a Xenstore daemon over its Unix socket and reports
+//! throughput and latency. Figures from one run are meant to be compared
+//! with each other (ratios), not with figures from another machine or run.
+
+use clap::{Parser, ValueEnum};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Workload {
+    /// WRITE then READ of a per-client key.
+    Rw,
+    /// START, READ, WRITE, END(T); EAGAIN retried and counted.
+    Tx,
+    /// 64 READs sent back to back, then their replies.
+    Pipeline,
+    /// WRITE under a watched subtree; latency until the event arrives.
+    Watch,
+}
+
+/// Load generator for Xenstore daemons.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Socket of the daemon (default: $XENSTORED_PATH).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Client connections, one thread each.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Duration of the measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// What each client does.
+    #[arg(long, value_enum, default_value_t = Workload::Rw)]
+    workload: Workload,
+    /// Nodes written before measuring, to show costs do not grow with the
+    /// store.
+    #[arg(long, default_value_t = 0)]
+    prefill: usize,
+}
+
+struct Conn {
+    s: UnixStream,
+    req: u32,
+}
+
+impl Conn {
+    fn open(p: &PathBuf) -> io::Result<Conn> {
+        Ok(Conn {
+            s: UnixStream::connect(p)?,
+            req: 0,
+        })
+    }
+
+    fn send(&mut self, t: MsgType, tx: u32, payload: Vec<u8>) -> io::Result<()> {
+        self.req = self.req.wrapping_add(1);
+        self.s
+            .write_all(&Message::new(t as u32, self.req, tx, payload).encode())
+    }
+
+    fn recv(&mut self) -> io::Result<Message> {
+        let mut h = [0u8; HEADER_SIZE];
+        self.s.read_exact(&mut h)?;
+        let header = Header::from_bytes(&h);
+        let mut payload = vec![0u8; header.len as usize];
+        self.s.read_exact(&mut payload)?;
+        Ok(Message { header, payload })
+    }
+
+    /// Next reply, skipping watch events.
+    fn reply(&mut self) -> io::Result<Message> {
+        loop {
+            let m = self.recv()?;
+            if m.kind() != Some(MsgType::WatchEvent) {
+                return Ok(m);
+            }
+        }
+    }
+
+    fn call(&mut self, t: MsgType, tx: u32, payload: Vec<u8>) -> io::Result<Message> {
+        self.send(t, tx, payload)?;
+        self.reply()
+    }
+}
+
+fn z(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn write_payload(path: &str, value: &[u8]) -> Vec<u8> {
+    let mut v = z(path);
+    v.extend_from_slice(value);
+    v
+}
+
+fn is_error(m: &Message, name: &str) -> bool {
+    m.kind() == Some(MsgType::Error) && m.payload.strip_suffix(b"\0") == Some(name.as_bytes())
+}
+
+#[derive(Default)]
+struct Stats {
+    ops: u64,
+    retries: u64,
+    lat_ns: Vec<u64>,
+}
+
+fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Result<Stats> {
+    let mut c = Conn::open(socket)?;
+    let mut st = Stats::default();
+    let key = format!("/bench/c{id}/key");
+    if let Workload::Watch = args.workload {
+        let r = c.call(
+            MsgType::Watch,
+            0,
+            [z(&format!("/bench/c{id}")), z("t")].concat(),
+        )?;
+        if r.kind() == Some(MsgType::Error) {
+            return Err(io::Error::other("WATCH refused"));
+        }
+        c.recv()?; // the initial event
+    }
+    let mut n: u64 = 0;
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        match args.workload {
+            Workload::Rw => {
+                c.call(
+                    MsgType::Write,
+                    0,
+                    write_payload(&key, n.to_string().as_bytes()),
+                )?;
+                c.call(MsgType::Read, 0, z(&key))?;
+                st.ops += 2;
+            }
+            Workload::Tx => loop {
+                let r = c.call(MsgType::TransactionStart, 0, z(""))?;
+                let tx: u32 =
+                    std::str::from_utf8(r.payload.strip_suffix(b"\0").unwrap_or_default())
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| io::Error::other("bad TRANSACTION_START reply"))?;
+                c.call(MsgType::Read, tx, z(&key))?;
+                c.call(
+                    MsgType::Write,
+                    tx,
+                    write_payload(&key, n.to_string().as_bytes()),
+                )?;
+                let r = c.call(MsgType::TransactionEnd, tx, z("T"))?;
+                st.ops += 4;
+                if is_error(&r, "EAGAIN") {
+                    st.retries += 1;
+                    continue;
+                }
+                break;
+            },
+            Workload::Pipeline => {
+                let mut batch = Vec::new();
+                for _ in 0..64 {
+                    c.req = c.req.wrapping_add(1);
+                    Message::new(MsgType::Read as u32, c.req, 0, z("/bench"))
+                        .encode_into(&mut batch);
+                }
+                c.s.write_all(&batch)?;
+                for _ in 0..64 {
+                    c.reply()?;
+                }
+                st.ops += 64;
+            }
+            Workload::Watch => {
+                c.send(MsgType::Write, 0, write_payload(&key, b"x"))?;
+                // Reply and event, in either order.
+                let mut got_event = false;
+                let mut got_reply = false;
+                while !(got_event && got_reply) {
+                    let m = c.recv()?;
+                    if m.kind() == Some(MsgType::WatchEvent) {
+                        got_event = true;
+                    } else {
+                        got_reply = true;
+                    }
+                }
+                st.ops += 1;
+            }
+        }
+        st.lat_ns.push(t0.elapsed().as_nanos() as u64);
+        n += 1;
+    }
+    Ok(st)
+}
+
+fn pct(v: &[u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)] as f64 / 1000.0
+}
+
+fn main() {
+    let args = Args::parse();
+    let Some(socket) = args
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("XENSTORED_PATH").map(PathBuf::from))
+    else {
+        eprintln!("xsbench: give --socket or set XENSTORED_PATH");
+        std::process::exit(2);
+    };
+    if args.prefill > 0 {
+        let mut c = match Conn::open(&socket) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("xsbench: {}: {e}", socket.display());
+                std::process::exit(1);
+            }
+        };
+        for i in 0..args.prefill {
+            let p = format!("/prefill/d{}/n{}", i / 500, i % 500);
+            if let Err(e) = c.call(MsgType::Write, 0, write_payload(&p, b"v")) {
+                eprintln!("xsbench: prefill: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let started = Instant::now();
+    let results: Vec<io::Result<Stats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.clients)
+            .map(|i| {
+                let (a, sock) = (&args, &socket);
+                s.spawn(move || client(a, sock, i, until))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all = Stats::default();
+    for r in results {
+        match r {
+            Ok(s) => {
+                all.ops += s.ops;
+                all.retries += s.retries;
+                all.lat_ns.extend(s.lat_ns);
+            }
+            Err(e) => {
+                eprintln!("xsbench: client failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    all.lat_ns.sort_unstable();
+    println!(
+        "workload={:?} clients={} prefill={} seconds={:.2} ops={} ops_per_s={:.0} iterations={} p50_us={:.1} p99_us={:.1} max_us={:.1} eagain={}",
+        args.workload,
+        args.clients,
+        args.prefill,
+        elapsed,
+        all.ops,
+        all.ops as f64 / elapsed,
+        all.lat_ns.len(),
+        pct(&all.lat_ns, 0.5),
+        pct(&all.lat_ns, 0.99),
+        pct(&all.lat_ns, 1.0),
+        all.retries
+    );
+}
