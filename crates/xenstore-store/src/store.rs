@@ -44,8 +44,9 @@ impl DomainOracle for NoHypervisor {
     }
 }
 
-/// Start-up configuration.
-#[derive(Debug, Clone)]
+/// Start-up configuration. The default has dom0 as both the privileged
+/// and the store domain, C's quota defaults, and orphans removed.
+#[derive(Debug, Clone, Default)]
 pub struct StoreConfig {
     /// The privileged domain (full access, privileged-only operations).
     pub priv_domid: u32,
@@ -56,17 +57,6 @@ pub struct StoreConfig {
     /// Give a removed domain's nodes to the privileged domain instead of
     /// deleting them (C's `--keep-orphans`; a security risk).
     pub keep_orphans: bool,
-}
-
-impl Default for StoreConfig {
-    fn default() -> StoreConfig {
-        StoreConfig {
-            priv_domid: 0,
-            store_domid: 0,
-            quota: QuotaSet::default(),
-            keep_orphans: false,
-        }
-    }
 }
 
 /// What kind of connection a client is.
@@ -716,8 +706,10 @@ impl Store {
     // ----- watches -------------------------------------------------------
 
     fn op_watch(&mut self, ctx: &Ctx, p: &[u8], out: &mut Outcome) -> Result<Vec<u8>, XsError> {
-        let a = args::strings(p);
-        if a.len() != 2 && a.len() != 3 {
+        // As C: two strings, or three with a depth; strings after the third
+        // are ignored.
+        let a: Vec<&[u8]> = args::strings(p).into_iter().take(3).collect();
+        if a.len() < 2 {
             return Err(XsError::Einval);
         }
         let depth = match a.get(2) {
