@@ -22,6 +22,7 @@ pub mod header;
 pub mod number;
 pub mod path;
 pub mod perms;
+pub mod ring;
 
 pub use error::XsError;
 pub use frame::{Decoder, FrameError, Message};
