@@ -20,12 +20,20 @@ fn store_with(nodes: usize, watches: usize) -> Store {
     s.connect(ConnId(1), ConnKind::Socket);
     for i in 0..nodes {
         let p = format!("/fill/d{}/n{}\0v", i / 100, i % 100);
-        s.handle(ConnId(1), &msg(MsgType::Write, 0, p.as_bytes()), &NoHypervisor);
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Write, 0, p.as_bytes()),
+            &NoHypervisor,
+        );
     }
     s.connect(ConnId(2), ConnKind::Socket);
     for i in 0..watches {
         let p = format!("/watched/w{i}\0tok\0");
-        s.handle(ConnId(2), &msg(MsgType::Watch, 0, p.as_bytes()), &NoHypervisor);
+        s.handle(
+            ConnId(2),
+            &msg(MsgType::Watch, 0, p.as_bytes()),
+            &NoHypervisor,
+        );
     }
     s
 }
@@ -35,8 +43,16 @@ fn store_with(nodes: usize, watches: usize) -> Store {
 fn write_read(b: divan::Bencher, nodes: usize) {
     let mut s = store_with(nodes, 0);
     b.bench_local(|| {
-        s.handle(ConnId(1), &msg(MsgType::Write, 0, b"/bench/key\0value"), &NoHypervisor);
-        s.handle(ConnId(1), &msg(MsgType::Read, 0, b"/bench/key\0"), &NoHypervisor)
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Write, 0, b"/bench/key\0value"),
+            &NoHypervisor,
+        );
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Read, 0, b"/bench/key\0"),
+            &NoHypervisor,
+        )
     });
 }
 
@@ -46,14 +62,30 @@ fn write_read(b: divan::Bencher, nodes: usize) {
 fn transaction(b: divan::Bencher, nodes: usize) {
     let mut s = store_with(nodes, 0);
     b.bench_local(|| {
-        let r = s.handle(ConnId(1), &msg(MsgType::TransactionStart, 0, b"\0"), &NoHypervisor);
+        let r = s.handle(
+            ConnId(1),
+            &msg(MsgType::TransactionStart, 0, b"\0"),
+            &NoHypervisor,
+        );
         let id: u32 = std::str::from_utf8(&r.out[0].1.payload[..r.out[0].1.payload.len() - 1])
             .ok()
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
-        s.handle(ConnId(1), &msg(MsgType::Read, id, b"/fill/d0/n0\0"), &NoHypervisor);
-        s.handle(ConnId(1), &msg(MsgType::Write, id, b"/bench/tx\0v"), &NoHypervisor);
-        s.handle(ConnId(1), &msg(MsgType::TransactionEnd, id, b"T\0"), &NoHypervisor)
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Read, id, b"/fill/d0/n0\0"),
+            &NoHypervisor,
+        );
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Write, id, b"/bench/tx\0v"),
+            &NoHypervisor,
+        );
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::TransactionEnd, id, b"T\0"),
+            &NoHypervisor,
+        )
     });
 }
 
@@ -62,5 +94,11 @@ fn transaction(b: divan::Bencher, nodes: usize) {
 #[divan::bench(args = [10, 10_000])]
 fn write_with_watches(b: divan::Bencher, watches: usize) {
     let mut s = store_with(0, watches);
-    b.bench_local(|| s.handle(ConnId(1), &msg(MsgType::Write, 0, b"/elsewhere/a/b\0v"), &NoHypervisor));
+    b.bench_local(|| {
+        s.handle(
+            ConnId(1),
+            &msg(MsgType::Write, 0, b"/elsewhere/a/b\0v"),
+            &NoHypervisor,
+        )
+    });
 }
