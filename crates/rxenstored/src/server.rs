@@ -37,6 +37,8 @@ const FIRST_CONN: u64 = 16;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per turn before others get served.
 const READS_PER_TURN: usize = 4;
+/// Connections accepted per turn before the others get served.
+const ACCEPTS_PER_TURN: usize = 32;
 /// Output queued above which a connection's requests are not read.
 pub const OUT_HIGH: usize = 1 << 20;
 /// Output queued above which a connection is dropped.
@@ -116,6 +118,8 @@ pub struct Server {
     dirty: Vec<u64>,
     cfg: ServerConfig,
     stop: bool,
+    /// The listener used up its accept budget: more may be waiting.
+    accept_pending: bool,
     on_hangup: Option<Box<dyn FnMut()>>,
 }
 
@@ -176,6 +180,7 @@ impl Server {
             dirty: Vec::new(),
             cfg,
             stop: false,
+            accept_pending: false,
             on_hangup: None,
         })
     }
@@ -191,7 +196,7 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && !self.accept_pending {
                 None
             } else {
                 Some(Duration::ZERO)
@@ -200,6 +205,9 @@ impl Server {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            }
+            if self.accept_pending {
+                self.accept();
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -258,8 +266,11 @@ impl Server {
         }
     }
 
+    /// Accepts pending connections, at most [`ACCEPTS_PER_TURN`] per turn
+    /// so that clients reconnecting in a loop cannot starve the others.
     fn accept(&mut self) {
-        loop {
+        self.accept_pending = false;
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let id = self.next_id;
@@ -295,12 +306,13 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Typically EMFILE: leave the backlog for later.
+                    // Typically EMFILE: leave the backlog for a later turn.
                     tracing::warn!("accept: {e}");
                     return;
                 }
             }
         }
+        self.accept_pending = true;
     }
 
     fn mark_ready(&mut self, id: u64) {
