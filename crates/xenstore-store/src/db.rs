@@ -63,8 +63,7 @@ impl Db {
         self.nodes.remove(path)
     }
 
-    /// Mutable access for permission stripping (no generation change:
-    /// stripping an entry of a dead domain is not a client-visible change).
+    /// Mutable access for repairs (`check`).
     pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
         self.nodes.get_mut(path)
     }

@@ -115,11 +115,6 @@ impl Store {
                 strip.push(p.clone());
             }
         }
-        for p in &strip {
-            if let Some(n) = self.db.get_mut(p) {
-                n.perms.strip(domid);
-            }
-        }
         let ctx = crate::store::Ctx {
             conn: ConnId(u64::MAX),
             caller: crate::access::Caller {
@@ -132,6 +127,14 @@ impl Store {
             features: SUPPORTED_FEATURES,
         };
         let mut ov = Overlay::new(None);
+        // Strip ACL entries through the overlay, so that accounting (the
+        // records shrink) follows. No watch fires for this.
+        for p in &strip {
+            if let Ok(Some(mut n)) = ov.get(&self.db, p) {
+                n.perms.strip(domid);
+                let _ = ov.set(&self.db, p, Some(n));
+            }
+        }
         tops.sort();
         for top in &tops {
             if self.cfg.keep_orphans || top.starts_with('@') {
