@@ -229,3 +229,70 @@ fn quota_options_reach_the_store() {
         b"12345\0"
     );
 }
+
+#[test]
+fn socket_path_from_environment() {
+    // XENSTORED_PATH wins; else XENSTORED_RUNDIR/socket.
+    let dir = temp_dir("env");
+    let by_path = dir.join("by-path");
+    let rundir = dir.join("run");
+    let mut a = Command::new(binary())
+        .arg("-N")
+        .env("XENSTORED_PATH", &by_path)
+        .env("XENSTORED_RUNDIR", &rundir)
+        .spawn()
+        .expect("spawn");
+    assert!(wait_until(|| UnixStream::connect(&by_path).is_ok()));
+    assert!(!rundir.join("socket").exists());
+    let _ = a.kill();
+    let _ = a.wait();
+    let mut b = Command::new(binary())
+        .arg("-N")
+        .env_remove("XENSTORED_PATH")
+        .env("XENSTORED_RUNDIR", &rundir)
+        .spawn()
+        .expect("spawn");
+    assert!(wait_until(
+        || UnixStream::connect(rundir.join("socket")).is_ok()
+    ));
+    let _ = b.kill();
+    let _ = b.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stable interfaces only: the binary links no Xen library and references
+/// no symbol of the unstable ones (libxenctrl, libxencall,
+/// libxenforeignmemory). Xen libraries are only ever loaded at run time.
+#[test]
+fn binary_links_no_xen_library() {
+    let out = Command::new("readelf")
+        .args(["--dynamic", "--dyn-syms", "--wide"])
+        .arg(binary())
+        .output()
+        .expect("readelf (binutils) is needed for this test");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
+    assert!(!needed.is_empty(), "no NEEDED entries parsed:\n{text}");
+    for l in &needed {
+        assert!(!l.contains("libxen"), "links a Xen library: {l}");
+    }
+    for sym in [
+        "xc_",
+        "xencall_",
+        "xenforeignmemory_",
+        "xenevtchn_",
+        "xengnttab_",
+        "xenmanage_",
+    ] {
+        let hits: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .last()
+                    .is_some_and(|s| s.starts_with(sym))
+            })
+            .collect();
+        assert!(hits.is_empty(), "references {sym}* symbols: {hits:?}");
+    }
+}
