@@ -1,0 +1,403 @@
+//! The production backend: Xen's stable libraries, loaded at run time.
+//!
+//! | library | functions (all `VERS_1.0`) | since |
+//! |---|---|---|
+//! | `libxenevtchn.so.1` | open, close, fd, bind_interdomain, bind_virq, notify, pending, unmask, unbind | Xen 4.7 |
+//! | `libxengnttab.so.1` | open, close, set_max_grants, map_grant_ref, unmap | Xen 4.7 |
+//! | `libxenmanage.so.1` | open, close, get_domain_info, poll_changed_domain | Xen 4.21 |
+//!
+//! Each backend keeps its [`Library`] after its function pointers and
+//! closes its handle before the library is unloaded.
+
+use crate::dl::Library;
+use crate::page::MappedPage;
+use crate::{
+    DomainInfo, DomainStates, EventChannels, GrantMapper, Port, XenError, GNTTAB_RESERVED_XENSTORE,
+};
+use std::ffi::{c_int, c_uint, c_void};
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+const V1: &str = "VERS_1.0";
+
+/// Where to load the libraries from.
+#[derive(Debug, Clone, Default)]
+pub struct XenLibs {
+    dir: Option<PathBuf>,
+}
+
+/// A call returned -1 (or NULL): the error with errno.
+fn call_err(call: &'static str) -> XenError {
+    XenError::Call {
+        call,
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// Resolves `name@VERS_1.0` as a function pointer of type `F`.
+///
+/// # Safety
+/// `F` must be the `extern "C"` function type the library declares for
+/// `name`.
+unsafe fn func<F: Copy>(lib: &Library, name: &'static str) -> Result<F, XenError> {
+    let p = lib.symbol(name, V1)?;
+    debug_assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+    // SAFETY: `p` is the non-NULL address of the function `name`, and the
+    // caller guarantees `F` is its type; function pointers and data
+    // pointers have the same size on the platforms Xen supports.
+    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+impl XenLibs {
+    /// Libraries from `dir`, or from the system's search path.
+    pub fn new(dir: Option<&Path>) -> XenLibs {
+        XenLibs {
+            dir: dir.map(Path::to_path_buf),
+        }
+    }
+
+    /// Opens the event channel device through libxenevtchn.
+    pub fn evtchn(&self) -> Result<Evtchn, XenError> {
+        Evtchn::open(self.dir.as_deref())
+    }
+
+    /// Opens the grant device through libxengnttab.
+    pub fn gnttab(&self) -> Result<Gnttab, XenError> {
+        Gnttab::open(self.dir.as_deref())
+    }
+
+    /// Opens libxenmanage (Xen 4.21+).
+    pub fn manage(&self) -> Result<Manage, XenError> {
+        Manage::open(self.dir.as_deref())
+    }
+}
+
+// ----- libxenevtchn -------------------------------------------------------
+
+type EvOpen = unsafe extern "C" fn(*mut c_void, c_uint) -> *mut c_void;
+type EvHandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type EvPortFn = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
+type EvBindInter = unsafe extern "C" fn(*mut c_void, u32, u32) -> c_int;
+type EvBindVirq = unsafe extern "C" fn(*mut c_void, c_uint) -> c_int;
+
+/// An open libxenevtchn handle.
+pub struct Evtchn {
+    h: NonNull<c_void>,
+    fd: RawFd,
+    close: EvHandleFn,
+    bind_interdomain: EvBindInter,
+    bind_virq: EvBindVirq,
+    notify: EvPortFn,
+    pending: EvHandleFn,
+    unmask: EvPortFn,
+    unbind: EvPortFn,
+    _lib: Library,
+}
+
+impl Evtchn {
+    fn open(dir: Option<&Path>) -> Result<Evtchn, XenError> {
+        let lib = Library::open("libxenevtchn.so.1", "4.7", dir)?;
+        // SAFETY (each `func`): the types match the prototypes of
+        // xenevtchn.h for these VERS_1.0 symbols.
+        let open: EvOpen = unsafe { func(&lib, "xenevtchn_open") }?;
+        let fd_fn: EvHandleFn = unsafe { func(&lib, "xenevtchn_fd") }?;
+        let close: EvHandleFn = unsafe { func(&lib, "xenevtchn_close") }?;
+        let bind_interdomain = unsafe { func(&lib, "xenevtchn_bind_interdomain") }?;
+        let bind_virq = unsafe { func(&lib, "xenevtchn_bind_virq") }?;
+        let notify = unsafe { func(&lib, "xenevtchn_notify") }?;
+        let pending = unsafe { func(&lib, "xenevtchn_pending") }?;
+        let unmask = unsafe { func(&lib, "xenevtchn_unmask") }?;
+        let unbind = unsafe { func(&lib, "xenevtchn_unbind") }?;
+        // SAFETY: NULL logger means "log to stderr"; flags 0 are valid.
+        let h = unsafe { open(std::ptr::null_mut(), 0) };
+        let h = NonNull::new(h).ok_or_else(|| call_err("xenevtchn_open"))?;
+        // SAFETY: `h` is the live handle just opened.
+        let fd = unsafe { fd_fn(h.as_ptr()) };
+        if fd < 0 {
+            let e = call_err("xenevtchn_fd");
+            // SAFETY: closing the handle we opened, once.
+            unsafe { close(h.as_ptr()) };
+            return Err(e);
+        }
+        Ok(Evtchn {
+            h,
+            fd,
+            close,
+            bind_interdomain,
+            bind_virq,
+            notify,
+            pending,
+            unmask,
+            unbind,
+            _lib: lib,
+        })
+    }
+
+    fn port_result(r: c_int, call: &'static str) -> Result<Port, XenError> {
+        u32::try_from(r).map_err(|_| call_err(call))
+    }
+}
+
+impl EventChannels for Evtchn {
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to the open handle and stays open
+        // until the handle is closed in Drop, after every borrow ends.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
+    fn bind_interdomain(&mut self, domid: u32, remote_port: Port) -> Result<Port, XenError> {
+        // SAFETY: live handle; plain integer arguments.
+        let r = unsafe { (self.bind_interdomain)(self.h.as_ptr(), domid, remote_port) };
+        Self::port_result(r, "xenevtchn_bind_interdomain")
+    }
+
+    fn bind_virq(&mut self, virq: u32) -> Result<Port, XenError> {
+        // SAFETY: live handle; plain integer argument.
+        let r = unsafe { (self.bind_virq)(self.h.as_ptr(), virq) };
+        Self::port_result(r, "xenevtchn_bind_virq")
+    }
+
+    fn notify(&mut self, port: Port) -> Result<(), XenError> {
+        // SAFETY: live handle; plain integer argument.
+        let r = unsafe { (self.notify)(self.h.as_ptr(), port) };
+        if r < 0 {
+            return Err(call_err("xenevtchn_notify"));
+        }
+        Ok(())
+    }
+
+    fn pending(&mut self) -> Result<Port, XenError> {
+        // SAFETY: live handle. The caller polls the fd first, so this does
+        // not block.
+        let r = unsafe { (self.pending)(self.h.as_ptr()) };
+        Self::port_result(r, "xenevtchn_pending")
+    }
+
+    fn unmask(&mut self, port: Port) -> Result<(), XenError> {
+        // SAFETY: live handle; plain integer argument.
+        let r = unsafe { (self.unmask)(self.h.as_ptr(), port) };
+        if r < 0 {
+            return Err(call_err("xenevtchn_unmask"));
+        }
+        Ok(())
+    }
+
+    fn unbind(&mut self, port: Port) -> Result<(), XenError> {
+        // SAFETY: live handle; plain integer argument.
+        let r = unsafe { (self.unbind)(self.h.as_ptr(), port) };
+        if r < 0 {
+            return Err(call_err("xenevtchn_unbind"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Evtchn {
+    fn drop(&mut self) {
+        // SAFETY: the handle is closed once, before the library (a later
+        // field) is unloaded.
+        unsafe {
+            (self.close)(self.h.as_ptr());
+        }
+    }
+}
+
+// ----- libxengnttab -------------------------------------------------------
+
+type GtOpen = unsafe extern "C" fn(*mut c_void, c_uint) -> *mut c_void;
+type GtClose = unsafe extern "C" fn(*mut c_void) -> c_int;
+type GtSetMax = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
+type GtMap = unsafe extern "C" fn(*mut c_void, u32, u32, c_int) -> *mut c_void;
+type GtUnmap = unsafe extern "C" fn(*mut c_void, *mut c_void, u32) -> c_int;
+
+struct GnttabInner {
+    h: NonNull<c_void>,
+    close: GtClose,
+    map: GtMap,
+    unmap: GtUnmap,
+    _lib: Library,
+}
+
+impl Drop for GnttabInner {
+    fn drop(&mut self) {
+        // SAFETY: closed once, after every page (which holds an Rc to us)
+        // is unmapped, and before the library is unloaded.
+        unsafe {
+            (self.close)(self.h.as_ptr());
+        }
+    }
+}
+
+/// An open libxengnttab handle. Mapped pages keep it alive.
+pub struct Gnttab(Rc<GnttabInner>);
+
+/// One grant per possible domain, as C xenstored asks.
+const MAX_GRANTS: u32 = 0x7FF0;
+
+impl Gnttab {
+    fn open(dir: Option<&Path>) -> Result<Gnttab, XenError> {
+        let lib = Library::open("libxengnttab.so.1", "4.7", dir)?;
+        // SAFETY (each `func`): types match xengnttab.h for these VERS_1.0
+        // symbols.
+        let open: GtOpen = unsafe { func(&lib, "xengnttab_open") }?;
+        let close: GtClose = unsafe { func(&lib, "xengnttab_close") }?;
+        let set_max: GtSetMax = unsafe { func(&lib, "xengnttab_set_max_grants") }?;
+        let map: GtMap = unsafe { func(&lib, "xengnttab_map_grant_ref") }?;
+        let unmap: GtUnmap = unsafe { func(&lib, "xengnttab_unmap") }?;
+        // SAFETY: NULL logger, flags 0.
+        let h = unsafe { open(std::ptr::null_mut(), 0) };
+        let h = NonNull::new(h).ok_or_else(|| call_err("xengnttab_open"))?;
+        // SAFETY: live handle. Failure (ENOTTY on mainline kernels) is
+        // harmless and ignored, as in C xenstored.
+        unsafe { set_max(h.as_ptr(), MAX_GRANTS) };
+        Ok(Gnttab(Rc::new(GnttabInner {
+            h,
+            close,
+            map,
+            unmap,
+            _lib: lib,
+        })))
+    }
+}
+
+impl GrantMapper for Gnttab {
+    fn map_ring(&mut self, domid: u32) -> Result<MappedPage, XenError> {
+        let inner = self.0.clone();
+        // SAFETY: live handle; maps one page of grant entry 1 of `domid`.
+        let p = unsafe {
+            (inner.map)(
+                inner.h.as_ptr(),
+                domid,
+                GNTTAB_RESERVED_XENSTORE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| call_err("xengnttab_map_grant_ref"))?;
+        let unmap = Box::new(move |p: NonNull<u8>| {
+            // SAFETY: the exact address and count of this mapping, unmapped
+            // once, with the handle kept alive by `inner`.
+            unsafe {
+                (inner.unmap)(inner.h.as_ptr(), p.as_ptr().cast(), 1);
+            }
+        });
+        // SAFETY: a successful map returns a page-aligned mapping of one
+        // page, valid until xengnttab_unmap; the guest writes it too.
+        Ok(unsafe { MappedPage::from_raw(ptr, Some(unmap)) })
+    }
+}
+
+// ----- libxenmanage -------------------------------------------------------
+
+type MgOpen = unsafe extern "C" fn(*mut c_void, c_uint) -> *mut c_void;
+type MgClose = unsafe extern "C" fn(*mut c_void) -> c_int;
+type MgInfo =
+    unsafe extern "C" fn(*mut c_void, c_uint, *mut c_uint, *mut c_uint, *mut u64) -> c_int;
+type MgPoll =
+    unsafe extern "C" fn(*mut c_void, *mut c_uint, *mut c_uint, *mut c_uint, *mut u64) -> c_int;
+
+/// An open libxenmanage handle.
+pub struct Manage {
+    h: NonNull<c_void>,
+    close: MgClose,
+    info: MgInfo,
+    poll: MgPoll,
+    _lib: Library,
+}
+
+impl Manage {
+    fn open(dir: Option<&Path>) -> Result<Manage, XenError> {
+        let lib = Library::open("libxenmanage.so.1", "4.21", dir)?;
+        // SAFETY (each `func`): types match xenmanage.h (the released,
+        // five-argument signatures) for these VERS_1.0 symbols.
+        let open: MgOpen = unsafe { func(&lib, "xenmanage_open") }?;
+        let close: MgClose = unsafe { func(&lib, "xenmanage_close") }?;
+        let info: MgInfo = unsafe { func(&lib, "xenmanage_get_domain_info") }?;
+        let poll: MgPoll = unsafe { func(&lib, "xenmanage_poll_changed_domain") }?;
+        // SAFETY: NULL logger, flags 0.
+        let h = unsafe { open(std::ptr::null_mut(), 0) };
+        let h = NonNull::new(h).ok_or_else(|| call_err("xenmanage_open"))?;
+        Ok(Manage {
+            h,
+            close,
+            info,
+            poll,
+            _lib: lib,
+        })
+    }
+}
+
+impl DomainStates for Manage {
+    fn get_domain_info(&mut self, domid: u32) -> Result<DomainInfo, XenError> {
+        let (mut state, mut caps, mut uid): (c_uint, c_uint, u64) = (0, 0, 0);
+        // SAFETY: live handle; the three out-pointers point to locals.
+        let r = unsafe { (self.info)(self.h.as_ptr(), domid, &mut state, &mut caps, &mut uid) };
+        if r != 0 {
+            return Err(call_err("xenmanage_get_domain_info"));
+        }
+        Ok(DomainInfo {
+            state,
+            caps,
+            unique_id: uid,
+        })
+    }
+
+    fn poll_changed_domain(&mut self) -> Result<Option<(u32, DomainInfo)>, XenError> {
+        let (mut domid, mut state, mut caps, mut uid): (c_uint, c_uint, c_uint, u64) = (0, 0, 0, 0);
+        // SAFETY: live handle; the four out-pointers point to locals.
+        let r =
+            unsafe { (self.poll)(self.h.as_ptr(), &mut domid, &mut state, &mut caps, &mut uid) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(None);
+            }
+            return Err(XenError::Call {
+                call: "xenmanage_poll_changed_domain",
+                source: e,
+            });
+        }
+        Ok(Some((
+            domid,
+            DomainInfo {
+                state,
+                caps,
+                unique_id: uid,
+            },
+        )))
+    }
+}
+
+impl Drop for Manage {
+    fn drop(&mut self) {
+        // SAFETY: closed once, before the library is unloaded.
+        unsafe {
+            (self.close)(self.h.as_ptr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_libraries_give_one_clear_error_each() {
+        let libs = XenLibs::new(Some(Path::new("/nonexistent-xen-lib-dir")));
+        let e = libs.evtchn().err().expect("no evtchn").to_string();
+        assert!(
+            e.contains("libxenevtchn.so.1") && e.contains("Xen 4.7"),
+            "{e}"
+        );
+        let e = libs.gnttab().err().expect("no gnttab").to_string();
+        assert!(e.contains("libxengnttab.so.1"), "{e}");
+        let e = libs.manage().err().expect("no manage").to_string();
+        assert!(
+            e.contains("libxenmanage.so.1") && e.contains("Xen 4.21"),
+            "{e}"
+        );
+    }
+}
