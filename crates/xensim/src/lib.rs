@@ -8,12 +8,24 @@
 //! hypervisor call, for benchmarks that must not depend on the simulator's
 //! own speed.
 //!
-//! Still to come (issue 3): the simulator process with ring pages in shared
-//! memory, the ABI-compatible stand-ins for `libxenevtchn.so.1`,
-//! `libxengnttab.so.1` and `libxenmanage.so.1`, simulated guests speaking
-//! Xenstore over their ring (the ring protocol is `xenstore_proto::ring`),
-//! and the toolstack commands.
+//! [`server::Sim`] runs that hypervisor behind a Unix socket
+//! ([`protocol`]), with each domain's ring page a 4 KiB file mapped shared,
+//! and dom0's ring and port exposed as `xsd_kva`/`xsd_port` like xenfs.
+//! [`client::Client`] speaks the protocol. The `stubs/` crates build
+//! ABI-compatible stand-ins for `libxenevtchn.so.1`, `libxengnttab.so.1`
+//! and `libxenmanage.so.1` on top of it, so xen-stable's production
+//! backend runs unchanged against the simulator.
+//!
+//! Still to come (issue 3): simulated guests speaking Xenstore over their
+//! ring (the ring protocol is `xenstore_proto::ring`), the toolstack
+//! commands, and the `xensim` executable.
 
+pub mod client;
+pub mod ffi;
 pub mod hypervisor;
+pub mod protocol;
+pub mod server;
 
+pub use client::Client;
 pub use hypervisor::{Calls, DomainInfo, Errno, Hypervisor, Life, ShutdownReason};
+pub use server::Sim;

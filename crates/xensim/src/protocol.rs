@@ -1,0 +1,264 @@
+//! The simulator's wire protocol, shared by the server, the stand-in
+//! libraries and the toolstack commands.
+//!
+//! A client connects to the simulator's Unix socket and first sends
+//! [`Op::Hello`] with the domid it runs in (for the stand-ins: the
+//! `XENSIM_DOMID` environment variable, default 0). Then every request is a
+//! fixed 36-byte frame (`op: u32`, four `u64` arguments, native byte
+//! order) and every reply a 32-byte frame (`status: i64`, three `u64`
+//! values) followed by `text_len: u32` and that many bytes of text.
+//! `status >= 0` is the call's value; `status < 0` is `-errno`.
+//!
+//! An event-channel handle opens a second connection and sends
+//! [`Op::AttachEvents`] with the handle id [`Op::OpenEvtchn`] returned; the
+//! simulator then writes a native `u32` port number on it each time a port
+//! bound through that handle becomes pending, as reads of
+//! `/dev/xen/evtchn` return. The port stays masked until unmasked.
+
+use std::io::{self, Read, Write};
+
+/// Environment variable naming the simulator's socket.
+pub const ENV_SOCKET: &str = "XENSIM_SOCKET";
+/// Environment variable naming the domain a client runs in.
+pub const ENV_DOMID: &str = "XENSIM_DOMID";
+
+/// Request size.
+pub const REQUEST_SIZE: usize = 36;
+
+/// Operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    /// `[domid]`: the domain this connection acts for.
+    Hello = 1,
+    /// `[]` -> handle id: this connection becomes an evtchn handle.
+    OpenEvtchn = 2,
+    /// `[handle]`: this connection receives the handle's pending ports.
+    AttachEvents = 3,
+    /// `[remote_domid, remote_port]` -> local port.
+    BindInterdomain = 10,
+    /// `[virq]` -> local port.
+    BindVirq = 11,
+    /// `[port]`.
+    Notify = 12,
+    /// `[port]`.
+    Unmask = 13,
+    /// `[port]`.
+    Unbind = 14,
+    /// `[remote_domid]` -> a new unbound port of the caller's domain.
+    AllocUnbound = 15,
+    /// `[domid, gref]` -> text: path of the page file to map.
+    GrantMap = 20,
+    /// `[domid]`: a mapping was dropped.
+    GrantUnmap = 21,
+    /// `[domid]` -> values: state, caps, unique_id.
+    DomainInfo = 30,
+    /// `[]` -> status: domid; values: state, caps, unique_id.
+    PollChangedDomain = 31,
+    /// `[want_domid or u64::MAX, caps]` -> domid (also makes its page).
+    CreateDomain = 40,
+    /// `[domid, reason]`.
+    Shutdown = 41,
+    /// `[domid]`.
+    Destroy = 42,
+    /// `[domid]`.
+    Resume = 43,
+    /// `[domid]` -> text: path of the domain's own ring page.
+    OwnRing = 44,
+    /// `[]` -> values: calls to get_domain_info, poll, evtchn.
+    Calls = 50,
+}
+
+impl Op {
+    /// Decodes an op number.
+    pub fn from_u32(v: u32) -> Option<Op> {
+        use Op::*;
+        Some(match v {
+            1 => Hello,
+            2 => OpenEvtchn,
+            3 => AttachEvents,
+            10 => BindInterdomain,
+            11 => BindVirq,
+            12 => Notify,
+            13 => Unmask,
+            14 => Unbind,
+            15 => AllocUnbound,
+            20 => GrantMap,
+            21 => GrantUnmap,
+            30 => DomainInfo,
+            31 => PollChangedDomain,
+            40 => CreateDomain,
+            41 => Shutdown,
+            42 => Destroy,
+            43 => Resume,
+            44 => OwnRing,
+            50 => Calls,
+            _ => return None,
+        })
+    }
+}
+
+/// A request frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Raw op number.
+    pub op: u32,
+    /// Arguments.
+    pub args: [u64; 4],
+}
+
+impl Request {
+    /// A request.
+    pub fn new(op: Op, args: &[u64]) -> Request {
+        let mut a = [0u64; 4];
+        for (d, s) in a.iter_mut().zip(args) {
+            *d = *s;
+        }
+        Request {
+            op: op as u32,
+            args: a,
+        }
+    }
+
+    /// Encodes the frame.
+    pub fn encode(&self) -> [u8; REQUEST_SIZE] {
+        let mut b = [0u8; REQUEST_SIZE];
+        b[..4].copy_from_slice(&self.op.to_ne_bytes());
+        for (i, a) in self.args.iter().enumerate() {
+            b[4 + 8 * i..12 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
+        b
+    }
+
+    /// Decodes a frame.
+    pub fn decode(b: &[u8; REQUEST_SIZE]) -> Request {
+        let mut op = [0u8; 4];
+        op.copy_from_slice(&b[..4]);
+        let mut args = [0u64; 4];
+        for (i, a) in args.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[4 + 8 * i..12 + 8 * i]);
+            *a = u64::from_ne_bytes(w);
+        }
+        Request {
+            op: u32::from_ne_bytes(op),
+            args,
+        }
+    }
+
+    /// Reads one frame.
+    pub fn read_from(r: &mut impl Read) -> io::Result<Request> {
+        let mut b = [0u8; REQUEST_SIZE];
+        r.read_exact(&mut b)?;
+        Ok(Request::decode(&b))
+    }
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply {
+    /// The value (>= 0) or `-errno`.
+    pub status: i64,
+    /// Extra values.
+    pub vals: [u64; 3],
+    /// Extra text (a path).
+    pub text: String,
+}
+
+/// Longest text a reply may carry.
+pub const MAX_TEXT: usize = 4096;
+
+impl Reply {
+    /// A success with a value.
+    pub fn ok(v: i64) -> Reply {
+        Reply {
+            status: v,
+            ..Reply::default()
+        }
+    }
+
+    /// A failure.
+    pub fn err(errno: i32) -> Reply {
+        Reply {
+            status: -i64::from(errno),
+            ..Reply::default()
+        }
+    }
+
+    /// Writes the reply.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let mut b = Vec::with_capacity(36 + self.text.len());
+        b.extend_from_slice(&self.status.to_ne_bytes());
+        for v in &self.vals {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        let text = &self.text.as_bytes()[..self.text.len().min(MAX_TEXT)];
+        b.extend_from_slice(&(text.len() as u32).to_ne_bytes());
+        b.extend_from_slice(text);
+        w.write_all(&b)
+    }
+
+    /// Reads a reply.
+    pub fn read_from(r: &mut impl Read) -> io::Result<Reply> {
+        let mut b = [0u8; 36];
+        r.read_exact(&mut b)?;
+        let w = |i: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i..i + 8]);
+            x
+        };
+        let status = i64::from_ne_bytes(w(0));
+        let vals = [
+            u64::from_ne_bytes(w(8)),
+            u64::from_ne_bytes(w(16)),
+            u64::from_ne_bytes(w(24)),
+        ];
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&b[32..36]);
+        let len = (u32::from_ne_bytes(l) as usize).min(MAX_TEXT);
+        let mut t = vec![0u8; len];
+        r.read_exact(&mut t)?;
+        Ok(Reply {
+            status,
+            vals,
+            text: String::from_utf8_lossy(&t).into_owned(),
+        })
+    }
+
+    /// `Ok(status)` or the errno as an `io::Error`.
+    pub fn result(&self) -> io::Result<i64> {
+        if self.status < 0 {
+            Err(io::Error::from_raw_os_error(
+                i32::try_from(-self.status).unwrap_or(libc_einval()),
+            ))
+        } else {
+            Ok(self.status)
+        }
+    }
+}
+
+const fn libc_einval() -> i32 {
+    22
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let r = Request::new(Op::BindInterdomain, &[5, 7]);
+        assert_eq!(Request::decode(&r.encode()), r);
+        let rep = Reply {
+            status: -2,
+            vals: [1, 2, 3],
+            text: "/tmp/x".into(),
+        };
+        let mut b = Vec::new();
+        rep.write_to(&mut b).unwrap();
+        assert_eq!(Reply::read_from(&mut &b[..]).unwrap(), rep);
+        assert_eq!(rep.result().unwrap_err().raw_os_error(), Some(2));
+        assert_eq!(Op::from_u32(31), Some(Op::PollChangedDomain));
+        assert_eq!(Op::from_u32(99), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! A stand-in for `libxenevtchn.so.1` backed by the simulator
+//! (`XENSIM_SOCKET`, as domain `XENSIM_DOMID`). Same functions, signatures
+//! and symbol version as Xen's. As with `/dev/xen/evtchn`, the handle's
+//! descriptor becomes readable when a port is pending, `pending` returns
+//! it (masked), and `unmask` re-enables it.
+
+use std::ffi::{c_int, c_uint, c_void};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use xensim::ffi::{fail, int_result, set_errno};
+use xensim::protocol::Op;
+use xensim::Client;
+
+std::arch::global_asm!(
+    ".symver xensim_xenevtchn_open, xenevtchn_open@@VERS_1.0",
+    ".symver xensim_xenevtchn_close, xenevtchn_close@@VERS_1.0",
+    ".symver xensim_xenevtchn_fd, xenevtchn_fd@@VERS_1.0",
+    ".symver xensim_xenevtchn_bind_unbound_port, xenevtchn_bind_unbound_port@@VERS_1.0",
+    ".symver xensim_xenevtchn_bind_interdomain, xenevtchn_bind_interdomain@@VERS_1.0",
+    ".symver xensim_xenevtchn_bind_virq, xenevtchn_bind_virq@@VERS_1.0",
+    ".symver xensim_xenevtchn_notify, xenevtchn_notify@@VERS_1.0",
+    ".symver xensim_xenevtchn_unbind, xenevtchn_unbind@@VERS_1.0",
+    ".symver xensim_xenevtchn_unmask, xenevtchn_unmask@@VERS_1.0",
+    ".symver xensim_xenevtchn_pending, xenevtchn_pending@@VERS_1.0",
+);
+
+/// `XENEVTCHN_NO_CLOEXEC`.
+const NO_CLOEXEC: c_uint = 1;
+
+struct Handle {
+    client: Client,
+    events: UnixStream,
+}
+
+/// # Safety
+/// `h` is NULL or a live handle from `xenevtchn_open`, used by one thread
+/// at a time (the library's contract).
+unsafe fn handle<'a>(h: *mut c_void) -> Option<&'a mut Handle> {
+    // SAFETY: per the contract.
+    unsafe { h.cast::<Handle>().as_mut() }
+}
+
+fn call(h: *mut c_void, op: Op, args: &[u64]) -> c_int {
+    // SAFETY: callers pass the handle given to them by the C caller.
+    match unsafe { handle(h) } {
+        Some(h) => int_result(h.client.call_ok(op, args)),
+        None => {
+            set_errno(libc::EINVAL);
+            -1
+        }
+    }
+}
+
+/// `xenevtchn_open`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_open(_logger: *mut c_void, flags: c_uint) -> *mut c_void {
+    if flags & !NO_CLOEXEC != 0 {
+        set_errno(libc::EINVAL);
+        return std::ptr::null_mut();
+    }
+    let opened = Client::from_env().and_then(|mut client| {
+        let events = client.open_evtchn()?;
+        Ok(Handle { client, events })
+    });
+    match opened {
+        Ok(h) => Box::into_raw(Box::new(h)).cast(),
+        Err(e) => {
+            fail(&e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `xenevtchn_close`: the simulator unbinds the handle's ports.
+///
+/// # Safety
+/// `h` is NULL or a live handle, closed once.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenevtchn_close(h: *mut c_void) -> c_int {
+    if !h.is_null() {
+        // SAFETY: per the contract, from Box::into_raw in open.
+        drop(unsafe { Box::from_raw(h.cast::<Handle>()) });
+    }
+    0
+}
+
+/// `xenevtchn_fd`: readable when a port is pending.
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenevtchn_fd(h: *mut c_void) -> c_int {
+    // SAFETY: per the contract.
+    match unsafe { handle(h) } {
+        Some(h) => h.events.as_raw_fd(),
+        None => {
+            set_errno(libc::EINVAL);
+            -1
+        }
+    }
+}
+
+/// `xenevtchn_bind_unbound_port`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_bind_unbound_port(h: *mut c_void, domid: u32) -> c_int {
+    call(h, Op::AllocUnbound, &[u64::from(domid)])
+}
+
+/// `xenevtchn_bind_interdomain`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_bind_interdomain(
+    h: *mut c_void,
+    domid: u32,
+    port: u32,
+) -> c_int {
+    call(h, Op::BindInterdomain, &[u64::from(domid), u64::from(port)])
+}
+
+/// `xenevtchn_bind_virq`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_bind_virq(h: *mut c_void, virq: c_uint) -> c_int {
+    call(h, Op::BindVirq, &[u64::from(virq)])
+}
+
+/// `xenevtchn_notify`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_notify(h: *mut c_void, port: u32) -> c_int {
+    call(h, Op::Notify, &[u64::from(port)])
+}
+
+/// `xenevtchn_unbind`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_unbind(h: *mut c_void, port: u32) -> c_int {
+    call(h, Op::Unbind, &[u64::from(port)])
+}
+
+/// `xenevtchn_unmask`.
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_unmask(h: *mut c_void, port: u32) -> c_int {
+    call(h, Op::Unmask, &[u64::from(port)])
+}
+
+/// `xenevtchn_pending`: blocks until a port is pending (poll the fd
+/// first), returns it masked.
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenevtchn_pending(h: *mut c_void) -> c_int {
+    // SAFETY: per the contract.
+    let Some(h) = (unsafe { handle(h) }) else {
+        set_errno(libc::EINVAL);
+        return -1;
+    };
+    let mut b = [0u8; 4];
+    match h.events.read_exact(&mut b) {
+        Ok(()) => c_int::try_from(u32::from_ne_bytes(b)).unwrap_or(-1),
+        Err(e) => fail(&e),
+    }
+}

@@ -1,0 +1,155 @@
+//! A stand-in for `libxenmanage.so.1` that asks the simulator
+//! (`XENSIM_SOCKET`, as domain `XENSIM_DOMID`) instead of the hypervisor.
+//! Same functions, signatures and symbol version (`VERS_1.0`) as Xen's.
+
+use std::ffi::{c_int, c_uint, c_void};
+
+// Bind the public names to the stable interface's symbol version; the
+// implementations carry internal names (rustc's own export list would
+// otherwise put the public names in the base version).
+std::arch::global_asm!(
+    ".symver xensim_xenmanage_open, xenmanage_open@@VERS_1.0",
+    ".symver xensim_xenmanage_close, xenmanage_close@@VERS_1.0",
+    ".symver xensim_xenmanage_get_domain_info, xenmanage_get_domain_info@@VERS_1.0",
+    ".symver xensim_xenmanage_poll_changed_domain, xenmanage_poll_changed_domain@@VERS_1.0",
+);
+use xensim::protocol::Op;
+use xensim::Client;
+
+use xensim::ffi::set_errno;
+
+/// `xenmanage_open`: a handle, or NULL with errno.
+#[no_mangle]
+pub extern "C" fn xensim_xenmanage_open(_logger: *mut c_void, flags: c_uint) -> *mut c_void {
+    if flags != 0 {
+        set_errno(22);
+        return std::ptr::null_mut();
+    }
+    match Client::from_env() {
+        Ok(c) => Box::into_raw(Box::new(c)).cast(),
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(2));
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `xenmanage_close`.
+///
+/// # Safety
+/// `h` is NULL or a handle from `xenmanage_open`, closed once.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenmanage_close(h: *mut c_void) -> c_int {
+    if !h.is_null() {
+        // SAFETY: per the contract, `h` came from Box::into_raw above.
+        drop(unsafe { Box::from_raw(h.cast::<Client>()) });
+    }
+    0
+}
+
+/// Stores the reply's values in the out-pointers that are not NULL.
+///
+/// # Safety
+/// Each pointer is NULL or valid for a write.
+unsafe fn store(v: [u64; 3], state: *mut c_uint, caps: *mut c_uint, uid: *mut u64) {
+    // SAFETY: per the contract.
+    unsafe {
+        if !state.is_null() {
+            *state = v[0] as c_uint;
+        }
+        if !caps.is_null() {
+            *caps = v[1] as c_uint;
+        }
+        if !uid.is_null() {
+            *uid = v[2];
+        }
+    }
+}
+
+/// # Safety
+/// `h` is a live handle or NULL.
+unsafe fn client<'a>(h: *mut c_void) -> Option<&'a mut Client> {
+    // SAFETY: per the contract; the C API gives one thread at a time the
+    // handle.
+    unsafe { h.cast::<Client>().as_mut() }
+}
+
+/// `xenmanage_get_domain_info`.
+///
+/// # Safety
+/// `h` is a live handle; out-pointers are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenmanage_get_domain_info(
+    h: *mut c_void,
+    domid: c_uint,
+    state: *mut c_uint,
+    caps: *mut c_uint,
+    uid: *mut u64,
+) -> c_int {
+    // SAFETY: per the contract.
+    let Some(c) = (unsafe { client(h) }) else {
+        set_errno(22);
+        return -1;
+    };
+    if domid >= 0x7FF0 {
+        set_errno(22);
+        return -1;
+    }
+    match c.call(Op::DomainInfo, &[u64::from(domid)]) {
+        Ok(r) if r.status >= 0 => {
+            // SAFETY: per the contract.
+            unsafe { store(r.vals, state, caps, uid) };
+            0
+        }
+        Ok(r) => {
+            set_errno((-r.status) as c_int);
+            -1
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            -1
+        }
+    }
+}
+
+/// `xenmanage_poll_changed_domain`: 0 and one domain, or -1 with ENOENT
+/// when nothing changed.
+///
+/// # Safety
+/// `h` is a live handle; `domid` is writable; the others NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_xenmanage_poll_changed_domain(
+    h: *mut c_void,
+    domid: *mut c_uint,
+    state: *mut c_uint,
+    caps: *mut c_uint,
+    uid: *mut u64,
+) -> c_int {
+    // SAFETY: per the contract.
+    let Some(c) = (unsafe { client(h) }) else {
+        set_errno(22);
+        return -1;
+    };
+    if domid.is_null() {
+        set_errno(22);
+        return -1;
+    }
+    match c.call(Op::PollChangedDomain, &[]) {
+        Ok(r) if r.status >= 0 => {
+            // SAFETY: per the contract.
+            unsafe {
+                *domid = r.status as c_uint;
+                store(r.vals, state, caps, uid);
+            }
+            0
+        }
+        Ok(r) => {
+            set_errno((-r.status) as c_int);
+            -1
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            -1
+        }
+    }
+}
