@@ -98,6 +98,20 @@ pub struct Options {
     #[arg(long = "socket", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Load Xen's stable libraries (libxenevtchn.so.1, libxengnttab.so.1,
+    /// libxenmanage.so.1) from DIR instead of the system paths (e.g. the
+    /// simulator's stand-ins).
+    #[arg(
+        long = "xen-lib-dir",
+        value_name = "DIR",
+        env = "RXENSTORED_XEN_LIB_DIR"
+    )]
+    pub xen_lib_dir: Option<PathBuf>,
+
+    /// Do not use Xen at all: serve the Unix socket only.
+    #[arg(long = "no-xen")]
+    pub no_xen: bool,
+
     /// Verbose logging.
     #[arg(short = 'V', long = "verbose")]
     pub verbose: bool,

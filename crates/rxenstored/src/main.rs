@@ -13,6 +13,7 @@ mod logging;
 mod notify;
 mod server;
 mod trace;
+mod xen;
 
 use clap::Parser;
 use cli::Options;
@@ -120,6 +121,9 @@ fn run(opts: &Options) -> Result<(), String> {
         trace_control: opts.trace_control.clone(),
         file_base: PathBuf::from("/var/lib/xen/xenstore"),
         watch_event_timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
+        xen: (!opts.no_xen).then(|| xen::XenConfig {
+            lib_dir: opts.xen_lib_dir.clone(),
+        }),
     };
     let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;
     let log2 = log.clone();
@@ -132,7 +136,7 @@ fn run(opts: &Options) -> Result<(), String> {
             .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
     }
     tracing::info!(
-        "serving on {} (priv domid {priv_domid}, store domid {store_domid}, no hypervisor: socket only)",
+        "serving on {} (priv domid {priv_domid}, store domid {store_domid})",
         socket.display()
     );
     if let Err(e) = notify::ready() {

@@ -18,6 +18,7 @@
 
 use crate::control;
 use crate::trace::Trace;
+use crate::xen::{Change, Xen, XenConfig, RING_OUT_HIGH};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -26,11 +27,15 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use xenstore_proto::ring::{ERROR_PROTO, ERROR_RINGIDX};
 use xenstore_proto::{args, number, Decoder, Message, MsgType, XsError};
-use xenstore_store::{ConnId, ConnKind, Effect, NoHypervisor, Outcome, Store, StoreConfig};
+use xenstore_store::{ConnId, ConnKind, Effect, Outcome, Store, StoreConfig, SUPPORTED_FEATURES};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const EVTCHN: Token = Token(2);
+/// Pending ports handled per turn before sockets get served again.
+const PORTS_PER_TURN: usize = 256;
 const FIRST_CONN: u64 = 16;
 
 /// Bytes read per `read` call.
@@ -62,6 +67,8 @@ pub struct ServerConfig {
     /// Events for unprivileged receivers not sent within this time are
     /// dropped (`None`: never).
     pub watch_event_timeout: Option<Duration>,
+    /// Serve guests through these Xen interfaces (`None`: socket only).
+    pub xen: Option<XenConfig>,
 }
 
 /// Why the server could not start.
@@ -112,7 +119,6 @@ pub struct Server {
     clients: HashMap<u64, Client>,
     store: Store,
     trace: Trace,
-    oracle: NoHypervisor,
     next_id: u64,
     ready: VecDeque<u64>,
     dirty: Vec<u64>,
@@ -120,6 +126,12 @@ pub struct Server {
     stop: bool,
     /// The listener used up its accept budget: more may be waiting.
     accept_pending: bool,
+    /// Guests, when a Xen interface is available.
+    xen: Option<Xen>,
+    /// The event channel used up its budget: more may be pending.
+    evtchn_pending: bool,
+    /// Rings with output to write.
+    ring_dirty: Vec<u32>,
     on_hangup: Option<Box<dyn FnMut()>>,
 }
 
@@ -167,6 +179,24 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(StartError::Poll)?;
+        let xen = match &cfg.xen {
+            None => None,
+            Some(xc) => match Xen::open(xc) {
+                Ok(x) => {
+                    use std::os::fd::AsRawFd;
+                    let fd = x.fd().as_raw_fd();
+                    poll.registry()
+                        .register(&mut mio::unix::SourceFd(&fd), EVTCHN, Interest::READABLE)
+                        .map_err(StartError::Poll)?;
+                    tracing::info!("Xen interfaces open: serving guests");
+                    Some(x)
+                }
+                Err(e) => {
+                    tracing::warn!("no Xen interface ({e}): serving the socket only");
+                    None
+                }
+            },
+        };
         Ok(Server {
             poll,
             listener,
@@ -174,13 +204,15 @@ impl Server {
             clients: HashMap::new(),
             store: Store::new(cfg.store.clone()),
             trace,
-            oracle: NoHypervisor,
             next_id: FIRST_CONN,
             ready: VecDeque::new(),
             dirty: Vec::new(),
             cfg,
             stop: false,
             accept_pending: false,
+            xen,
+            evtchn_pending: false,
+            ring_dirty: Vec::new(),
             on_hangup: None,
         })
     }
@@ -196,7 +228,7 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
-            let timeout = if self.ready.is_empty() && !self.accept_pending {
+            let timeout = if self.ready.is_empty() && !self.accept_pending && !self.evtchn_pending {
                 None
             } else {
                 Some(Duration::ZERO)
@@ -209,10 +241,14 @@ impl Server {
             if self.accept_pending {
                 self.accept();
             }
+            if self.evtchn_pending {
+                self.on_evtchn();
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
+                    EVTCHN => self.on_evtchn(),
                     Token(t) => {
                         let id = t as u64;
                         if ev.is_writable() {
@@ -391,7 +427,10 @@ impl Server {
         let outcome = match msg.kind() {
             Some(MsgType::Control) => self.control(id, &msg),
             Some(MsgType::Introduce) => self.introduce(id, &msg),
-            _ => self.store.handle(ConnId(id), &msg, &self.oracle),
+            _ => {
+                let oracle = crate::xen::Oracle::new(self.xen.as_mut());
+                self.store.handle(ConnId(id), &msg, &oracle)
+            }
         };
         self.deliver(outcome);
     }
@@ -404,6 +443,10 @@ impl Server {
             match e {
                 Effect::DomainReleased { domid, conn } => {
                     tracing::info!("domain {domid} released");
+                    if let Some(x) = &mut self.xen {
+                        // Unbinds the port and unmaps the page.
+                        x.detach(domid);
+                    }
                     if let Some(c) = conn {
                         self.close(c.0, "domain released");
                     }
@@ -441,39 +484,217 @@ impl Server {
         }
     }
 
-    /// INTRODUCE: arguments are checked as C does; mapping the domain's
-    /// ring needs the hypervisor layer, which this build does not have
-    /// yet, so a valid request fails the way C fails when the grant map of
-    /// an unreachable domain fails (`EINVAL`).
+    /// INTRODUCE `<domid>|<gfn>|<port>|`: arguments are checked as C does
+    /// (the gfn is ignored: the ring is grant entry 1); then the ring is
+    /// mapped and the event channel bound. A domain introduced before only
+    /// gets its event channel re-bound and its connection reset. Without a
+    /// Xen interface the mapping cannot happen: `EINVAL`, as C answers
+    /// when the grant map fails.
     fn introduce(&mut self, id: u64, msg: &Message) -> Outcome {
         let h = msg.header;
+        let mut out = Outcome::default();
         let result = self.store.gate(ConnId(id), &h).and_then(|_| {
             let a = args::strings(&msg.payload);
             if a.len() < 3 {
                 return Err(XsError::Einval);
             }
             let domid = number::parse_domid(a[0])?;
-            let port = number::atoi(a[2]);
-            if port <= 0 {
+            let port = u32::try_from(number::atoi(a[2])).map_err(|_| XsError::Einval)?;
+            if port == 0 {
                 return Err(XsError::Einval);
             }
-            tracing::warn!(
-                "INTRODUCE {domid} port {port}: cannot map the ring: no hypervisor interface"
-            );
-            Err(XsError::Einval)
+            let Some(x) = &mut self.xen else {
+                tracing::warn!("INTRODUCE {domid} port {port}: no hypervisor interface");
+                return Err(XsError::Einval);
+            };
+            let existing = x
+                .ring_of_domain(domid)
+                .and_then(|p| x.ring_mut(p))
+                .map(|r| r.conn);
+            let conn = existing.unwrap_or_else(|| {
+                let c = ConnId(self.next_id);
+                self.next_id += 1;
+                c
+            });
+            let features = self
+                .store
+                .domain(domid)
+                .map_or(SUPPORTED_FEATURES, |d| d.features);
+            x.attach(domid, port, features, conn)?;
+            if existing.is_none() {
+                self.store.connect(conn, ConnKind::Domain(domid));
+                self.trace
+                    .obj(&format!("ring connection of domain {domid}"), conn.0);
+            }
+            out.out.extend(self.store.introduce_domain(domid, conn));
+            Ok(())
         });
-        let reply = match result {
-            Ok(()) => Message::ok(&h),
-            Err(e) => Message::error(&h, e),
+        out.out.push((
+            ConnId(id),
+            match result {
+                Ok(()) => Message::ok(&h),
+                Err(e) => Message::error(&h, e),
+            },
+        ));
+        out
+    }
+
+    /// The event channel is readable: serve pending ports (a budget per
+    /// turn, so sockets are not starved by a notification storm).
+    fn on_evtchn(&mut self) {
+        self.evtchn_pending = false;
+        for _ in 0..PORTS_PER_TURN {
+            let port = match &mut self.xen {
+                Some(x) if x.has_pending() => match x.pending() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("event channel: {e}");
+                        return;
+                    }
+                },
+                _ => return,
+            };
+            if self.xen.as_ref().is_some_and(|x| x.is_virq(port)) {
+                self.domain_exc();
+            } else {
+                self.ring_turn(port);
+            }
+            if let Some(x) = &mut self.xen {
+                x.unmask(port);
+            }
+        }
+        self.evtchn_pending = true;
+    }
+
+    /// `VIRQ_DOM_EXC`: apply what the changed-domain feed reports.
+    fn domain_exc(&mut self) {
+        let changes = match &mut self.xen {
+            Some(x) => x.changes(),
+            None => return,
         };
-        Outcome {
-            out: vec![(ConnId(id), reply)],
-            effects: Vec::new(),
+        let mut generic = false;
+        for c in changes {
+            match c {
+                Change::Shutdown(d) => {
+                    let ev = self.store.domain_shutdown(d);
+                    if !ev.is_empty() || self.store.domain(d).is_some_and(|x| x.shutdown) {
+                        generic = true;
+                    }
+                    for (cid, m) in ev {
+                        self.queue(cid.0, m);
+                    }
+                    tracing::info!("domain {d} shut down");
+                }
+                Change::Gone(d) => {
+                    tracing::info!("domain {d} died");
+                    let o = self.store.remove_domain(d);
+                    self.deliver(o);
+                }
+            }
+        }
+        if generic {
+            for (cid, m) in self.store.release_domain_generic() {
+                self.queue(cid.0, m);
+            }
+        }
+    }
+
+    /// A guest's port fired: read its requests, handle them, write replies.
+    fn ring_turn(&mut self, port: u32) {
+        let read = {
+            let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
+                return;
+            };
+            if r.broken {
+                return;
+            }
+            match r.read_in() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("domain {}: {e}: connection ignored", r.domid);
+                    let conn = r.conn;
+                    r.break_with(ERROR_RINGIDX);
+                    self.store.reset_connection(conn);
+                    return;
+                }
+            }
+        };
+        loop {
+            let next = {
+                let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
+                    return;
+                };
+                if r.broken || r.out.len() >= RING_OUT_HIGH {
+                    break;
+                }
+                match r.decoder.next_message() {
+                    Ok(Some(m)) => Ok(Some((r.conn, m))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err((r.conn, r.domid, e)),
+                }
+            };
+            match next {
+                Ok(Some((conn, m))) => self.dispatch(conn.0, m),
+                Ok(None) => break,
+                Err((conn, domid, e)) => {
+                    tracing::warn!("domain {domid}: {e}: connection ignored");
+                    if let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) {
+                        r.break_with(ERROR_PROTO);
+                    }
+                    self.store.reset_connection(conn);
+                    return;
+                }
+            }
+        }
+        if !self.flush_ring(port) && read > 0 {
+            // Nothing written, but we consumed requests: the guest may be
+            // waiting for room.
+            if let Some(x) = &mut self.xen {
+                x.notify(port);
+            }
+        }
+    }
+
+    /// Writes queued output into a ring; true if the guest was notified.
+    fn flush_ring(&mut self, port: u32) -> bool {
+        let Some(x) = &mut self.xen else {
+            return false;
+        };
+        let Some(r) = x.ring_mut(port) else {
+            return false;
+        };
+        if r.broken {
+            return false;
+        }
+        match r.write_out() {
+            Ok(0) => false,
+            Ok(_) => {
+                x.notify(port);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("domain {}: {e}: connection ignored", r.domid);
+                let conn = r.conn;
+                r.break_with(ERROR_RINGIDX);
+                self.store.reset_connection(conn);
+                false
+            }
         }
     }
 
     fn queue(&mut self, id: u64, m: Message) {
         self.trace.io("OUT", id, &m);
+        if let Some(x) = &mut self.xen {
+            if let Some(port) = x.port_of(ConnId(id)) {
+                if let Some(r) = x.ring_mut(port) {
+                    if !r.broken {
+                        r.out.extend(m.encode());
+                        self.ring_dirty.push(port);
+                    }
+                }
+                return;
+            }
+        }
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -494,6 +715,12 @@ impl Server {
     }
 
     fn flush_dirty(&mut self) {
+        let mut rings = std::mem::take(&mut self.ring_dirty);
+        rings.sort_unstable();
+        rings.dedup();
+        for port in rings {
+            self.flush_ring(port);
+        }
         while let Some(id) = self.dirty.pop() {
             if let Some(c) = self.clients.get_mut(&id) {
                 c.in_dirty = false;

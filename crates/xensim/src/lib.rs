@@ -16,16 +16,21 @@
 //! and `libxenmanage.so.1` on top of it, so xen-stable's production
 //! backend runs unchanged against the simulator.
 //!
-//! Still to come (issue 3): simulated guests speaking Xenstore over their
-//! ring (the ring protocol is `xenstore_proto::ring`), the toolstack
-//! commands, and the `xensim` executable.
+//! [`guest::Guest`] is a simulated guest: it speaks Xenstore over its ring
+//! page and event channel with the barrier discipline of
+//! `xenstore_proto::ring`.
+//!
+//! Still to come (issue 3): the toolstack commands and the `xensim`
+//! executable.
 
 pub mod client;
 pub mod ffi;
+pub mod guest;
 pub mod hypervisor;
 pub mod protocol;
 pub mod server;
 
 pub use client::Client;
+pub use guest::Guest;
 pub use hypervisor::{Calls, DomainInfo, Errno, Hypervisor, Life, ShutdownReason};
 pub use server::Sim;

@@ -35,6 +35,11 @@ impl Daemon {
     /// Starts `rxenstored -N --socket <tmp>/socket <extra...>` and waits
     /// until the socket accepts connections.
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_env(extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = temp_dir("d");
         let socket = dir.join("socket");
         let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
@@ -43,6 +48,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

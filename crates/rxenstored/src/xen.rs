@@ -1,0 +1,383 @@
+//! Guests: ring connections over event channels, through `xen-stable`.
+//!
+//! * One event-channel handle for everything: its descriptor is a single
+//!   source of the event loop, whatever the number of domains. A pending
+//!   port names the ring to serve (a map lookup, never a scan of all
+//!   rings), or `VIRQ_DOM_EXC`.
+//! * On `VIRQ_DOM_EXC` the changed-domain feed (libxenmanage) is drained:
+//!   a shut-down domain fires `@releaseDomain/<domid>` once (generic
+//!   `@releaseDomain` once per batch), a dead or vanished domain (or one
+//!   whose `unique_id` changed: domid reused) is torn down.
+//! * A ring is read with the barrier discipline of `xenstore_proto::ring`;
+//!   indices out of range or a header announcing more than 4096 bytes mark
+//!   the connection broken: the error field says why (when the ERROR feature
+//!   was advertised), its watches and transactions go, and it is never read
+//!   again, while the domain stays introduced until it dies or is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use xen_stable::libs::{Evtchn, Gnttab, Manage, XenLibs};
+use xen_stable::{DomainStates, EventChannels, GrantMapper, MappedPage, XenError};
+use xenstore_proto::ring::{self, RingPage};
+use xenstore_proto::{feature, Decoder, XsError};
+use xenstore_store::ConnId;
+
+/// Bytes queued for a guest above which its requests are not read.
+pub const RING_OUT_HIGH: usize = 256 * 1024;
+
+/// Where the Xen interfaces come from.
+#[derive(Debug, Clone, Default)]
+pub struct XenConfig {
+    /// Load the stable libraries from here instead of the system paths.
+    pub lib_dir: Option<PathBuf>,
+}
+
+/// One guest's ring connection.
+pub struct Ring {
+    /// The domain.
+    pub domid: u32,
+    /// Its connection in the store.
+    pub conn: ConnId,
+    /// Our local port.
+    pub port: u32,
+    page: MappedPage,
+    /// Requests read but not yet handled.
+    pub decoder: Decoder,
+    /// Replies and events not yet in the ring.
+    pub out: VecDeque<u8>,
+    /// Given up on (error field written); never read again.
+    pub broken: bool,
+    features: u32,
+}
+
+impl Ring {
+    /// Copies as much queued output into the ring as fits. Returns bytes
+    /// moved, or the ring error.
+    pub fn write_out(&mut self) -> Result<usize, ring::RingError> {
+        let mut moved = 0;
+        while !self.out.is_empty() {
+            let (a, _) = self.out.as_slices();
+            let n = ring::server_write(&self.page, a)?;
+            if n == 0 {
+                break;
+            }
+            self.out.drain(..n);
+            moved += n;
+        }
+        Ok(moved)
+    }
+
+    /// Reads what the guest produced into the decoder. Returns bytes read.
+    pub fn read_in(&mut self) -> Result<usize, ring::RingError> {
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        loop {
+            let n = ring::server_read(&self.page, &mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            self.decoder.feed(&buf[..n]);
+            total += n;
+        }
+    }
+
+    /// Gives up on the ring, telling the guest why if it may know.
+    pub fn break_with(&mut self, code: u32) {
+        if !self.broken && self.features & feature::ERROR != 0 {
+            self.page.store_u32(ring::ERROR, code);
+        }
+        self.broken = true;
+        self.out.clear();
+        self.decoder.clear();
+    }
+}
+
+/// What the hypervisor said changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The domain shut down (first report since introduction or RESUME is
+    /// the store's business).
+    Shutdown(u32),
+    /// The domain is dead, gone, or its domid was reused.
+    Gone(u32),
+}
+
+/// The Xen side of the daemon.
+pub struct Xen {
+    evtchn: Evtchn,
+    gnttab: Gnttab,
+    manage: Option<Manage>,
+    virq: Option<u32>,
+    rings: HashMap<u32, Ring>,
+    by_domid: HashMap<u32, u32>,
+    by_conn: HashMap<ConnId, u32>,
+    unique_ids: HashMap<u32, u64>,
+}
+
+/// Maps a failure of the hypervisor interface to a protocol error (codes
+/// outside the table become EINVAL, as in C).
+pub fn xs_error(e: &XenError) -> XsError {
+    match e.errno() {
+        Some(2) => XsError::Enoent,
+        Some(13) => XsError::Eacces,
+        Some(12) => XsError::Enomem,
+        _ => XsError::Einval,
+    }
+}
+
+impl Xen {
+    /// Opens the event channel and grant interfaces (required) and
+    /// libxenmanage (optional: without it there is no stable way to learn
+    /// of domain deaths, so only RELEASE removes domains), and binds
+    /// `VIRQ_DOM_EXC`.
+    pub fn open(cfg: &XenConfig) -> Result<Xen, XenError> {
+        let libs = XenLibs::new(cfg.lib_dir.as_deref());
+        let mut evtchn = libs.evtchn()?;
+        let gnttab = libs.gnttab()?;
+        let (manage, virq) = match libs.manage() {
+            Ok(m) => match evtchn.bind_virq(xen_stable::VIRQ_DOM_EXC) {
+                Ok(p) => (Some(m), Some(p)),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot bind VIRQ_DOM_EXC ({e}): domain deaths will not be noticed"
+                    );
+                    (Some(m), None)
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    "{e}: domain deaths will not be noticed (only RELEASE removes domains)"
+                );
+                (None, None)
+            }
+        };
+        Ok(Xen {
+            evtchn,
+            gnttab,
+            manage,
+            virq,
+            rings: HashMap::new(),
+            by_domid: HashMap::new(),
+            by_conn: HashMap::new(),
+            unique_ids: HashMap::new(),
+        })
+    }
+
+    /// The event-channel descriptor to poll.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.evtchn.fd()
+    }
+
+    /// True if a port is pending now (non-blocking check).
+    pub fn has_pending(&self) -> bool {
+        let fd = self.evtchn.fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
+    /// The next pending port (masked until [`Xen::unmask`]).
+    pub fn pending(&mut self) -> Result<u32, XenError> {
+        self.evtchn.pending()
+    }
+
+    /// Re-enables a port.
+    pub fn unmask(&mut self, port: u32) {
+        if let Err(e) = self.evtchn.unmask(port) {
+            tracing::warn!("unmask {port}: {e}");
+        }
+    }
+
+    /// True if `port` is the `VIRQ_DOM_EXC` port.
+    pub fn is_virq(&self, port: u32) -> bool {
+        self.virq == Some(port)
+    }
+
+    /// A ring by local port.
+    pub fn ring_mut(&mut self, port: u32) -> Option<&mut Ring> {
+        self.rings.get_mut(&port)
+    }
+
+    /// The local port of a connection's ring.
+    pub fn port_of(&self, conn: ConnId) -> Option<u32> {
+        self.by_conn.get(&conn).copied()
+    }
+
+    /// The ring of a domain, if it has one.
+    pub fn ring_of_domain(&self, domid: u32) -> Option<u32> {
+        self.by_domid.get(&domid).copied()
+    }
+
+    /// Signals the guest of `port`.
+    pub fn notify(&mut self, port: u32) {
+        if let Err(e) = self.evtchn.notify(port) {
+            tracing::debug!("notify {port}: {e}");
+        }
+    }
+
+    /// Maps `domid`'s ring and binds its event channel (the guest's
+    /// `remote_port`, unless the page names another), advertising
+    /// `features`. Returns the new ring's local port. For a domain that
+    /// already has a ring, only the event channel is re-bound.
+    pub fn attach(
+        &mut self,
+        domid: u32,
+        remote_port: u32,
+        features: u32,
+        conn: ConnId,
+    ) -> Result<u32, XsError> {
+        if let Some(old) = self.by_domid.get(&domid).copied() {
+            let Some(mut r) = self.rings.remove(&old) else {
+                return Err(XsError::Einval);
+            };
+            let _ = self.evtchn.unbind(old);
+            let page_port = r.page.load_u32(ring::EVTCHN_PORT);
+            let remote = if page_port != 0 {
+                page_port
+            } else {
+                remote_port
+            };
+            let port = self
+                .evtchn
+                .bind_interdomain(domid, remote)
+                .map_err(|e| xs_error(&e))?;
+            r.port = port;
+            r.out.clear();
+            r.decoder.clear();
+            r.broken = false;
+            self.by_domid.insert(domid, port);
+            self.by_conn.insert(r.conn, port);
+            self.reset_page(&r.page);
+            self.rings.insert(port, r);
+            return Ok(port);
+        }
+        let page = self.gnttab.map_ring(domid).map_err(|e| {
+            tracing::warn!("INTRODUCE {domid}: {e}");
+            xs_error(&e)
+        })?;
+        let page_port = page.load_u32(ring::EVTCHN_PORT);
+        let remote = if page_port != 0 {
+            page_port
+        } else {
+            remote_port
+        };
+        let port = self.evtchn.bind_interdomain(domid, remote).map_err(|e| {
+            tracing::warn!("INTRODUCE {domid}: {e}");
+            xs_error(&e)
+        })?;
+        page.store_u32(ring::SERVER_FEATURES, features);
+        self.reset_page(&page);
+        if let Some(m) = &mut self.manage {
+            if let Ok(info) = m.get_domain_info(domid) {
+                self.unique_ids.insert(domid, info.unique_id);
+            }
+        }
+        self.rings.insert(
+            port,
+            Ring {
+                domid,
+                conn,
+                port,
+                page,
+                decoder: Decoder::new(),
+                out: VecDeque::new(),
+                broken: false,
+                features,
+            },
+        );
+        self.by_domid.insert(domid, port);
+        self.by_conn.insert(conn, port);
+        Ok(port)
+    }
+
+    fn reset_page(&mut self, page: &MappedPage) {
+        ring::reset_indices(page);
+        page.store_u32(ring::ERROR, ring::ERROR_NONE);
+        if page.load_u32(ring::CONNECTION) == ring::RECONNECT {
+            page.store_u32(ring::CONNECTION, ring::CONNECTED);
+        }
+    }
+
+    /// Forgets a domain's ring: unbinds its port and unmaps its page.
+    pub fn detach(&mut self, domid: u32) -> Option<ConnId> {
+        let port = self.by_domid.remove(&domid)?;
+        self.unique_ids.remove(&domid);
+        let r = self.rings.remove(&port)?;
+        self.by_conn.remove(&r.conn);
+        if let Err(e) = self.evtchn.unbind(port) {
+            tracing::debug!("unbind {port}: {e}");
+        }
+        Some(r.conn)
+    }
+
+    /// Drains the changed-domain feed. Only domains with a ring matter.
+    pub fn changes(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        let Some(m) = &mut self.manage else {
+            return out;
+        };
+        loop {
+            match m.poll_changed_domain() {
+                Ok(Some((domid, info))) => {
+                    if !self.by_domid.contains_key(&domid) {
+                        continue;
+                    }
+                    let reused = self
+                        .unique_ids
+                        .get(&domid)
+                        .is_some_and(|&u| u != 0 && u != info.unique_id);
+                    if !info.exists() || info.state & xen_stable::state::DEAD != 0 || reused {
+                        out.push(Change::Gone(domid));
+                    } else if info.state & xen_stable::state::SHUTDOWN != 0 {
+                        out.push(Change::Shutdown(domid));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("poll_changed_domain: {e}");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a domain exists in the hypervisor (libxenmanage; without
+    /// it, only domains with a ring are known).
+    pub fn domain_exists(&mut self, domid: u32) -> bool {
+        if domid >= xenstore_proto::DOMID_FIRST_RESERVED {
+            return false;
+        }
+        match &mut self.manage {
+            Some(m) => m.get_domain_info(domid).is_ok_and(|i| i.exists()),
+            None => self.by_domid.contains_key(&domid),
+        }
+    }
+}
+
+/// The store's view of which domains exist: the hypervisor's, when there is
+/// one.
+pub struct Oracle<'a>(std::cell::RefCell<Option<&'a mut Xen>>);
+
+impl<'a> Oracle<'a> {
+    /// An oracle over `xen` (none: no domain exists beyond the store's).
+    pub fn new(xen: Option<&'a mut Xen>) -> Oracle<'a> {
+        Oracle(std::cell::RefCell::new(xen))
+    }
+}
+
+impl xenstore_store::DomainOracle for Oracle<'_> {
+    fn exists(&self, domid: u32) -> bool {
+        match self.0.try_borrow_mut() {
+            Ok(mut x) => x.as_mut().is_some_and(|x| x.domain_exists(domid)),
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Guests over shared rings: the real daemon loads the simulator's
+//! stand-in libraries through its production backend (`--xen-lib-dir`),
+//! guests speak Xenstore over their ring pages and event channels, and the
+//! toolstack introduces them over the socket.
+
+mod common;
+use common::{z, zs, Daemon};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use xensim::{Guest, Sim};
+use xenstore_proto::{Message, MsgType};
+
+/// The stand-in libraries under their sonames, next to the binary under
+/// test (`cargo build --workspace` makes them).
+fn stand_ins(tmp: &Path) -> PathBuf {
+    let target = Path::new(common::binary()).parent().expect("target dir");
+    let dir = tmp.join("lib");
+    std::fs::create_dir_all(&dir).expect("lib dir");
+    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage"] {
+        let built = target.join(format!("{lib}.so"));
+        assert!(
+            built.exists(),
+            "{} missing: run `cargo build --workspace` first",
+            built.display()
+        );
+        std::os::unix::fs::symlink(&built, dir.join(format!("{lib}.so.1"))).expect("symlink");
+    }
+    dir
+}
+
+struct Host {
+    sim: Sim,
+    daemon: Daemon,
+    tmp: PathBuf,
+}
+
+impl Host {
+    fn start() -> Host {
+        let tmp = common::temp_dir("host");
+        let sim = Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
+        let libs = stand_ins(&tmp);
+        let sock = sim.socket();
+        let daemon = Daemon::start_env(
+            &["--xen-lib-dir", libs.to_str().expect("utf8")],
+            &[("XENSIM_SOCKET", sock.as_os_str())],
+        );
+        Host { sim, daemon, tmp }
+    }
+
+    /// Builds a domain and introduces it as libxl does: home nodes owned
+    /// by the guest, then INTRODUCE.
+    fn guest(&self, toolstack: &mut common::Client) -> Guest {
+        let d = self.sim.create_domain(None, 0).expect("create");
+        let g = Guest::attach(&self.sim.socket(), d, 0).expect("guest");
+        let home = format!("/local/domain/{d}");
+        toolstack.req(MsgType::Mkdir, &z(&home)).ok();
+        toolstack
+            .req(MsgType::SetPerms, &zs(&[&home, &format!("n{d}")]))
+            .ok();
+        let r = toolstack.req(
+            MsgType::Introduce,
+            &zs(&[&d.to_string(), "0", &g.port.to_string()]),
+        );
+        assert_eq!(
+            r.ok(),
+            b"OK\0",
+            "INTRODUCE {d}; daemon log:\n{}",
+            self.daemon.log()
+        );
+        g
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn text(m: &Message) -> String {
+    String::from_utf8_lossy(&m.payload).replace('\0', "|")
+}
+
+#[test]
+fn a_guest_lives_and_dies() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut w = h.daemon.client();
+    for (p, t) in [("@introduceDomain", "intro"), ("@releaseDomain", "rel")] {
+        w.req(MsgType::Watch, &zs(&[p, t])).ok();
+        w.next_event(2000);
+    }
+    w.req(MsgType::Watch, &zs(&["@releaseDomain", "reldepth", "1"]))
+        .ok();
+    w.next_event(2000);
+
+    let mut g = h.guest(&mut ts);
+    let d = g.domid;
+    assert_eq!(
+        w.next_event(2000),
+        Some(("@introduceDomain".into(), "intro".into()))
+    );
+    assert_eq!(
+        ts.req(MsgType::IsDomainIntroduced, &z(&d.to_string())).ok(),
+        b"T\0"
+    );
+    assert_eq!(g.server_features(), 14);
+
+    // Requests over the ring, with relative paths.
+    let mut p = z("data/x");
+    p.push(b'1');
+    assert_eq!(
+        text(&g.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    assert_eq!(
+        g.request(MsgType::Read, 0, &z("data/x"))
+            .expect("read")
+            .payload,
+        b"1"
+    );
+    assert_eq!(ts.read(&format!("/local/domain/{d}/data/x")).ok(), b"1");
+    assert_eq!(
+        text(
+            &g.request(MsgType::GetPerms, 0, &z("data/x"))
+                .expect("perms")
+        ),
+        format!("n{d}|")
+    );
+    // Not allowed outside its home.
+    assert_eq!(
+        text(&g.request(MsgType::Write, 0, b"/vm/x\0y").expect("write")),
+        "EACCES|"
+    );
+
+    // A watch: initial event, then one for dom0's write, relative.
+    assert_eq!(
+        text(
+            &g.request(MsgType::Watch, 0, &zs(&["data", "t"]))
+                .expect("watch")
+        ),
+        "OK|"
+    );
+    let ev = g
+        .next_message(Duration::from_secs(5))
+        .expect("io")
+        .expect("initial event");
+    assert_eq!(text(&ev), "data|t|");
+    ts.write(&format!("/local/domain/{d}/data/y"), b"2").ok();
+    let ev = g
+        .next_message(Duration::from_secs(5))
+        .expect("io")
+        .expect("event");
+    assert_eq!(text(&ev), "data/y|t|");
+
+    // A transaction.
+    let r = g
+        .request(MsgType::TransactionStart, 0, &z(""))
+        .expect("start");
+    let tx: u32 = text(&r).trim_end_matches('|').parse().expect("txid");
+    let mut p = z("data/tx");
+    p.push(b'v');
+    assert_eq!(
+        text(&g.request(MsgType::Write, tx, &p).expect("write")),
+        "OK|"
+    );
+    assert_eq!(
+        text(
+            &g.request(MsgType::TransactionEnd, tx, &z("T"))
+                .expect("commit")
+        ),
+        "OK|"
+    );
+    assert_eq!(ts.read(&format!("/local/domain/{d}/data/tx")).ok(), b"v");
+
+    // Shutdown: @releaseDomain once (generic and per-domain); the guest
+    // stays introduced.
+    h.sim
+        .with(|hv| hv.shutdown(d, xensim::ShutdownReason::Poweroff))
+        .expect("shutdown");
+    let mut got = vec![
+        w.next_event(5000).expect("event"),
+        w.next_event(5000).expect("event"),
+    ];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("@releaseDomain".to_string(), "rel".to_string()),
+            (format!("@releaseDomain/{d}"), "reldepth".to_string())
+        ]
+    );
+    assert_eq!(
+        ts.req(MsgType::IsDomainIntroduced, &z(&d.to_string())).ok(),
+        b"T\0"
+    );
+
+    // Death: torn down, its nodes gone, released.
+    h.sim.destroy_domain(d).expect("destroy");
+    let mut got = vec![
+        w.next_event(5000).expect("event"),
+        w.next_event(5000).expect("event"),
+    ];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("@releaseDomain".to_string(), "rel".to_string()),
+            (format!("@releaseDomain/{d}"), "reldepth".to_string())
+        ]
+    );
+    assert_eq!(
+        ts.req(MsgType::IsDomainIntroduced, &z(&d.to_string())).ok(),
+        b"F\0"
+    );
+    assert_eq!(
+        ts.read(&format!("/local/domain/{d}")).error().as_deref(),
+        Some("ENOENT")
+    );
+    // And the daemon let go of its mapping: the domain is gone from Xen.
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        h.sim.with(|hv| hv.domain(d).is_none())
+    });
+    assert!(gone, "the dead domain's page is still mapped");
+}
+
+#[test]
+fn hostile_guests_are_cut_off_alone() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut good = h.guest(&mut ts);
+    let mut bad_idx = h.guest(&mut ts);
+    let mut bad_len = h.guest(&mut ts);
+
+    // Garbage indices: the ring error field says RINGIDX.
+    use xenstore_proto::ring::{self as r, RingPage};
+    let prod = bad_idx.page().load_u32(r::REQ_CONS).wrapping_add(5000);
+    bad_idx.page().store_u32(r::REQ_PROD, prod);
+    bad_idx.notify().expect("notify");
+    // A header announcing 5000 bytes: PROTO.
+    let hdr = xenstore_proto::Header {
+        msg_type: MsgType::Read as u32,
+        req_id: 1,
+        tx_id: 0,
+        len: 5000,
+    };
+    bad_len
+        .send_raw(&hdr.to_bytes(), Duration::from_secs(5))
+        .expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (bad_idx.ring_error() == 0 || bad_len.ring_error() == 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(bad_idx.ring_error(), r::ERROR_RINGIDX);
+    assert_eq!(bad_len.ring_error(), r::ERROR_PROTO);
+
+    // Everyone else is fine.
+    let mut p = z("ok");
+    p.push(b'1');
+    assert_eq!(
+        text(&good.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    assert_eq!(ts.write("/still/serving", b"yes").ok(), b"OK\0");
+    // The cut-off domains stay introduced until they die or are released.
+    let d = bad_idx.domid.to_string();
+    assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"T\0");
+    assert_eq!(ts.req(MsgType::Release, &z(&d)).ok(), b"OK\0");
+    assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"F\0");
+}
