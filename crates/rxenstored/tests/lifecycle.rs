@@ -296,3 +296,18 @@ fn binary_links_no_xen_library() {
         assert!(hits.is_empty(), "references {sym}* symbols: {hits:?}");
     }
 }
+
+#[test]
+fn serves_with_no_xen_libraries_at_all() {
+    let d = Daemon::start(&["--xen-lib-dir", "/nonexistent/xen/libs"]);
+    let mut c = d.client();
+    assert_eq!(c.write("/no/xen", b"fine").ok(), b"OK\0");
+    assert!(d.log().contains("serving the socket only"), "{}", d.log());
+    // Domain operations answer errors, never a fake success.
+    assert_eq!(
+        c.req(MsgType::Introduce, &common::zs(&["5", "0", "7"]))
+            .error()
+            .as_deref(),
+        Some("EINVAL")
+    );
+}
