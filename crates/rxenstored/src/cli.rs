@@ -108,6 +108,26 @@ pub struct Options {
     )]
     pub xen_lib_dir: Option<PathBuf>,
 
+    /// Run on the built-in hypervisor simulator (xensim) instead of Xen:
+    /// its stand-in libraries (built next to this executable) are loaded
+    /// through the same code as Xen's, and a few simulated guests live on
+    /// the host.
+    #[arg(long = "sim")]
+    pub sim: bool,
+
+    /// Directory for the simulator's socket and ring pages (with --sim).
+    #[arg(long = "sim-dir", value_name = "DIR")]
+    pub sim_dir: Option<PathBuf>,
+
+    /// Number of simulated guests (with --sim).
+    #[arg(long = "sim-guests", value_name = "N", default_value_t = 3)]
+    pub sim_guests: u32,
+
+    /// Every SECS seconds, destroy the oldest guest and create a new one
+    /// (with --sim; 0: never).
+    #[arg(long = "sim-churn", value_name = "SECS", default_value_t = 20)]
+    pub sim_churn: u64,
+
     /// Do not use Xen at all: serve the Unix socket only.
     #[arg(long = "no-xen")]
     pub no_xen: bool,

@@ -12,6 +12,7 @@ mod control;
 mod logging;
 mod notify;
 mod server;
+mod sim;
 mod trace;
 mod xen;
 
@@ -109,6 +110,11 @@ fn run(opts: &Options) -> Result<(), String> {
     let priv_domid = opts.priv_domid.unwrap_or(0);
     let store_domid = opts.master_domid.unwrap_or(0);
     let socket = absolute(&opts.socket_path());
+    let sim = if opts.sim {
+        Some(sim::start(opts).map_err(|e| format!("simulator: {e}"))?)
+    } else {
+        None
+    };
     let cfg = server::ServerConfig {
         socket: socket.clone(),
         store: StoreConfig {
@@ -122,7 +128,10 @@ fn run(opts: &Options) -> Result<(), String> {
         file_base: PathBuf::from("/var/lib/xen/xenstore"),
         watch_event_timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout)),
         xen: (!opts.no_xen).then(|| xen::XenConfig {
-            lib_dir: opts.xen_lib_dir.clone(),
+            lib_dir: sim
+                .as_ref()
+                .map(|s| s.lib_dir.clone())
+                .or_else(|| opts.xen_lib_dir.clone()),
         }),
     };
     let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;
@@ -151,6 +160,9 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     } else if opts.output_pid {
         println!("{}", std::process::id());
+    }
+    if let Some(s) = &sim {
+        s.run_host(&socket, opts.sim_guests, opts.sim_churn);
     }
     let r = srv.run();
     if let Some(p) = &pid_file {

@@ -271,3 +271,50 @@ fn hostile_guests_are_cut_off_alone() {
     assert_eq!(ts.req(MsgType::Release, &z(&d)).ok(), b"OK\0");
     assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"F\0");
 }
+
+/// `--sim`: the README's run command shows a living host.
+#[test]
+fn sim_mode_runs_a_living_host() {
+    let tmp = common::temp_dir("simmode");
+    let sim_dir = tmp.join("sim");
+    let d = Daemon::start(&[
+        "--sim",
+        "--sim-dir",
+        sim_dir.to_str().expect("utf8"),
+        "--sim-guests",
+        "2",
+        "--sim-churn",
+        "2",
+    ]);
+    let mut c = d.client();
+    c.req(MsgType::Watch, &zs(&["@releaseDomain", "rel"])).ok();
+    c.next_event(2000);
+    // Two guests appear, with their names and heartbeats.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ok = false;
+    while std::time::Instant::now() < deadline && !ok {
+        let l = c.req(MsgType::Directory, &z("/local/domain")).payload;
+        let names: Vec<&[u8]> = l.split(|&b| b == 0).filter(|x| !x.is_empty()).collect();
+        ok = names.len() == 2 && c.read("/local/domain/1/data/heartbeat").error().is_none();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "guests did not come up; log:\n{}", d.log());
+    assert_eq!(c.read("/local/domain/1/name").ok(), b"guest-1");
+    // Churn: the oldest guest dies (the daemon learns it from VIRQ_DOM_EXC)
+    // and a new one arrives.
+    assert_eq!(
+        c.next_event(10_000),
+        Some(("@releaseDomain".into(), "rel".into())),
+        "log:\n{}",
+        d.log()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && c.read("/local/domain/3/name").error().is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.read("/local/domain/3/name").ok(), b"guest-3");
+    assert_eq!(c.read("/local/domain/1").error().as_deref(), Some("ENOENT"));
+    assert_eq!(c.req(MsgType::IsDomainIntroduced, &z("1")).ok(), b"F\0");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -20,8 +20,12 @@
 //! page and event channel with the barrier discipline of
 //! `xenstore_proto::ring`.
 //!
-//! Still to come (issue 3): the toolstack commands and the `xensim`
-//! executable.
+//! [`toolstack::Toolstack`] does what libxl does around a guest's life, as
+//! far as xenstored can see: create and introduce, shut down, destroy,
+//! release.
+//!
+//! Still to come (issue 3): the `xensim` executable with these as
+//! subcommands.
 
 pub mod client;
 pub mod ffi;
@@ -29,8 +33,10 @@ pub mod guest;
 pub mod hypervisor;
 pub mod protocol;
 pub mod server;
+pub mod toolstack;
 
 pub use client::Client;
 pub use guest::Guest;
 pub use hypervisor::{Calls, DomainInfo, Errno, Hypervisor, Life, ShutdownReason};
 pub use server::Sim;
+pub use toolstack::Toolstack;

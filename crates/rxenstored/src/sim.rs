@@ -1,0 +1,113 @@
+//! `--sim`: the daemon on the built-in hypervisor simulator.
+//!
+//! The simulator runs in this process; the daemon reaches it through the
+//! stand-in libraries built next to its executable, loaded by the very
+//! code that loads Xen's libraries on a real host. A background thread
+//! plays the toolstack and the guests: it creates and introduces guests,
+//! each guest keeps writing a heartbeat over its ring, and with churn the
+//! oldest guest is destroyed and a new one created every few seconds.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use xensim::{Sim, Toolstack};
+use xenstore_proto::MsgType;
+
+/// A running simulator and where its stand-ins are.
+pub struct SimHost {
+    sim: Sim,
+    /// The directory holding the stand-ins under their sonames.
+    pub lib_dir: PathBuf,
+}
+
+const LIBS: [&str; 3] = ["libxenevtchn", "libxengnttab", "libxenmanage"];
+
+/// Starts the simulator. Must run before any other thread exists: it sets
+/// `XENSIM_SOCKET` for the stand-ins.
+pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
+    let dir = opts.sim_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("rxenstored-sim-{}", std::process::id()))
+    });
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let built = exe.parent().ok_or("no executable directory")?;
+    let lib_dir = dir.join("lib");
+    std::fs::create_dir_all(&lib_dir).map_err(|e| format!("{}: {e}", lib_dir.display()))?;
+    for lib in LIBS {
+        let so = built.join(format!("{lib}.so"));
+        if !so.exists() {
+            return Err(format!(
+                "{} not found: the simulator's stand-in libraries are built with \
+                 `cargo build --release --workspace`",
+                so.display()
+            ));
+        }
+        let link = lib_dir.join(format!("{lib}.so.1"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&so, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    std::env::set_var(xensim::protocol::ENV_SOCKET, dir.join("sim.sock"));
+    std::env::set_var(xensim::protocol::ENV_DOMID, "0");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let sim = Sim::start(&dir, seed).map_err(|e| format!("{}: {e}", dir.display()))?;
+    tracing::info!(
+        "simulator in {} (stand-ins in {})",
+        dir.display(),
+        lib_dir.display()
+    );
+    Ok(SimHost { sim, lib_dir })
+}
+
+impl SimHost {
+    /// Starts the toolstack-and-guests thread (once the daemon listens on
+    /// `socket`).
+    pub fn run_host(&self, socket: &Path, guests: u32, churn_secs: u64) {
+        let sim_socket = self.sim.socket();
+        let socket = socket.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("sim-host".into())
+            .spawn(move || {
+                if let Err(e) = host(&sim_socket, &socket, guests, churn_secs) {
+                    tracing::warn!("simulated host stopped: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the simulated host: {e}");
+        }
+    }
+}
+
+fn host(sim_socket: &Path, socket: &Path, guests: u32, churn_secs: u64) -> std::io::Result<()> {
+    let mut ts = Toolstack::new(sim_socket, socket)?;
+    let mut live = std::collections::VecDeque::new();
+    let mut made = 0u32;
+    for _ in 0..guests {
+        made += 1;
+        let g = ts.create(&format!("guest-{made}"))?;
+        tracing::info!("simulated guest-{made} is domain {}", g.domid);
+        live.push_back(g);
+    }
+    let mut beat = 0u64;
+    let mut last_churn = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        beat += 1;
+        for g in live.iter_mut() {
+            let mut p = b"data/heartbeat\0".to_vec();
+            p.extend_from_slice(beat.to_string().as_bytes());
+            g.request(MsgType::Write, 0, &p)?;
+        }
+        if churn_secs > 0 && last_churn.elapsed() >= Duration::from_secs(churn_secs) {
+            last_churn = Instant::now();
+            if let Some(old) = live.pop_front() {
+                tracing::info!("simulated toolstack destroys domain {}", old.domid);
+                ts.destroy(old.domid)?;
+            }
+            made += 1;
+            let g = ts.create(&format!("guest-{made}"))?;
+            tracing::info!("simulated guest-{made} is domain {}", g.domid);
+            live.push_back(g);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! A toolstack for the simulator: what libxl does around a guest's life,
+//! reduced to what xenstored sees.
+//!
+//! * **create**: the domain builder makes the domain (and its ring page);
+//!   the guest allocates its xenstore port; the toolstack writes the
+//!   domain's nodes (`/local/domain/<id>` owned by the guest, `name`,
+//!   `domid`, `vm`) and sends `INTRODUCE <domid>|<gfn>|<port>|`;
+//! * **shutdown** and **destroy** happen in the hypervisor; xenstored
+//!   learns of them through `VIRQ_DOM_EXC`;
+//! * **release** sends `RELEASE` (soft reset).
+
+use crate::guest::Guest;
+use crate::hypervisor::ShutdownReason;
+use crate::protocol::Op;
+use crate::Client;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+
+/// A Xenstore client on the daemon's Unix socket (the toolstack's view).
+pub struct XsSocket {
+    s: UnixStream,
+    req: u32,
+}
+
+impl XsSocket {
+    /// Connects to xenstored's socket.
+    pub fn connect(path: &Path) -> io::Result<XsSocket> {
+        Ok(XsSocket {
+            s: UnixStream::connect(path)?,
+            req: 0,
+        })
+    }
+
+    /// One request; its reply payload, or the error name as an error.
+    pub fn call(&mut self, t: MsgType, payload: &[u8]) -> io::Result<Vec<u8>> {
+        self.req = self.req.wrapping_add(1);
+        self.s
+            .write_all(&Message::new(t as u32, self.req, 0, payload.to_vec()).encode())?;
+        loop {
+            let mut h = [0u8; HEADER_SIZE];
+            self.s.read_exact(&mut h)?;
+            let h = Header::from_bytes(&h);
+            let mut p = vec![0u8; h.len as usize];
+            self.s.read_exact(&mut p)?;
+            match h.kind() {
+                Some(MsgType::WatchEvent) => continue,
+                Some(MsgType::Error) => {
+                    let name =
+                        String::from_utf8_lossy(p.strip_suffix(b"\0").unwrap_or(&p)).into_owned();
+                    return Err(io::Error::other(format!("{t}: {name}")));
+                }
+                _ => return Ok(p),
+            }
+        }
+    }
+
+    fn write(&mut self, path: &str, value: &str) -> io::Result<()> {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(value.as_bytes());
+        self.call(MsgType::Write, &p).map(|_| ())
+    }
+
+    fn args(parts: &[&str]) -> Vec<u8> {
+        parts.iter().flat_map(|s| s.bytes().chain([0])).collect()
+    }
+}
+
+/// The toolstack of a simulated host.
+pub struct Toolstack {
+    sim: Client,
+    xs: XsSocket,
+    sim_socket: PathBuf,
+    /// The domain xenstored runs in.
+    pub store_domid: u32,
+}
+
+impl Toolstack {
+    /// A toolstack in dom0, talking to the simulator and to xenstored.
+    pub fn new(sim_socket: &Path, xenstored_socket: &Path) -> io::Result<Toolstack> {
+        Ok(Toolstack {
+            sim: Client::connect(sim_socket, 0)?,
+            xs: XsSocket::connect(xenstored_socket)?,
+            sim_socket: sim_socket.to_path_buf(),
+            store_domid: 0,
+        })
+    }
+
+    /// Creates and introduces a guest named `name`; returns the guest's
+    /// side of its xenstore connection.
+    pub fn create(&mut self, name: &str) -> io::Result<Guest> {
+        let domid = u32::try_from(self.sim.call_ok(Op::CreateDomain, &[u64::MAX, 0])?)
+            .map_err(|_| io::Error::other("bad domid"))?;
+        let guest = Guest::attach(&self.sim_socket, domid, self.store_domid)?;
+        let home = format!("/local/domain/{domid}");
+        self.xs.call(MsgType::Mkdir, &XsSocket::args(&[&home]))?;
+        self.xs.call(
+            MsgType::SetPerms,
+            &XsSocket::args(&[&home, &format!("n{domid}"), "r0"]),
+        )?;
+        self.xs.write(&format!("{home}/name"), name)?;
+        self.xs
+            .write(&format!("{home}/domid"), &domid.to_string())?;
+        self.xs.write(&format!("/vm/{domid}/name"), name)?;
+        self.xs.call(
+            MsgType::Introduce,
+            &XsSocket::args(&[&domid.to_string(), "0", &guest.port.to_string()]),
+        )?;
+        Ok(guest)
+    }
+
+    /// The guest's shutdown completes (poweroff, crash, ...).
+    pub fn shutdown(&mut self, domid: u32, why: ShutdownReason) -> io::Result<()> {
+        self.sim
+            .call_ok(Op::Shutdown, &[u64::from(domid), why as u64])
+            .map(|_| ())
+    }
+
+    /// `xl destroy`: the hypervisor destroys the domain; xenstored hears of
+    /// it through `VIRQ_DOM_EXC`. The toolstack then removes `/vm/<id>`.
+    pub fn destroy(&mut self, domid: u32) -> io::Result<()> {
+        self.sim.call_ok(Op::Destroy, &[u64::from(domid)])?;
+        let _ = self
+            .xs
+            .call(MsgType::Rm, &XsSocket::args(&[&format!("/vm/{domid}")]));
+        Ok(())
+    }
+
+    /// `RELEASE` (soft reset).
+    pub fn release(&mut self, domid: u32) -> io::Result<()> {
+        self.xs
+            .call(MsgType::Release, &XsSocket::args(&[&domid.to_string()]))
+            .map(|_| ())
+    }
+
+    /// A raw request on xenstored's socket.
+    pub fn xs(&mut self, t: MsgType, args: &[&str]) -> io::Result<Vec<u8>> {
+        self.xs.call(t, &XsSocket::args(args))
+    }
+}
