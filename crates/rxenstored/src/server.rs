@@ -600,29 +600,57 @@ impl Server {
     }
 
     /// A guest's port fired: read its requests, handle them, write replies.
+    /// Reading and handling alternate until the ring is empty or the
+    /// guest is throttled.
     fn ring_turn(&mut self, port: u32) {
-        let read = {
-            let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
-                return;
-            };
-            if r.broken {
-                return;
+        let mut read = 0;
+        loop {
+            // Room first: the guest may have consumed replies.
+            self.flush_ring(port);
+            let n = self.ring_read(port);
+            read += n;
+            let handled = self.ring_handle(port);
+            if n == 0 && handled == 0 {
+                break;
             }
-            match r.read_in() {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!("domain {}: {e}: connection ignored", r.domid);
-                    let conn = r.conn;
-                    r.break_with(ERROR_RINGIDX);
-                    self.store.reset_connection(conn);
-                    return;
-                }
+        }
+        if !self.flush_ring(port) && read > 0 {
+            // Nothing written, but we consumed requests: the guest may be
+            // waiting for room.
+            if let Some(x) = &mut self.xen {
+                x.notify(port);
             }
+        }
+    }
+
+    /// Reads a ring's requests into its decoder (unless throttled).
+    fn ring_read(&mut self, port: u32) -> usize {
+        let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
+            return 0;
         };
+        if r.broken {
+            return 0;
+        }
+        match r.read_in() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("domain {}: {e}: connection ignored", r.domid);
+                let conn = r.conn;
+                r.break_with(ERROR_RINGIDX);
+                self.store.reset_connection(conn);
+                0
+            }
+        }
+    }
+
+    /// Handles a ring's decoded requests while its output has room.
+    /// Returns how many were handled.
+    fn ring_handle(&mut self, port: u32) -> usize {
+        let mut handled = 0;
         loop {
             let next = {
                 let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
-                    return;
+                    return handled;
                 };
                 if r.broken || r.out.len() >= RING_OUT_HIGH {
                     break;
@@ -634,7 +662,10 @@ impl Server {
                 }
             };
             match next {
-                Ok(Some((conn, m))) => self.dispatch(conn.0, m),
+                Ok(Some((conn, m))) => {
+                    self.dispatch(conn.0, m);
+                    handled += 1;
+                }
                 Ok(None) => break,
                 Err((conn, domid, e)) => {
                     tracing::warn!("domain {domid}: {e}: connection ignored");
@@ -642,17 +673,11 @@ impl Server {
                         r.break_with(ERROR_PROTO);
                     }
                     self.store.reset_connection(conn);
-                    return;
+                    break;
                 }
             }
         }
-        if !self.flush_ring(port) && read > 0 {
-            // Nothing written, but we consumed requests: the guest may be
-            // waiting for room.
-            if let Some(x) = &mut self.xen {
-                x.notify(port);
-            }
-        }
+        handled
     }
 
     /// Writes queued output into a ring; true if the guest was notified.

@@ -25,6 +25,8 @@ use xenstore_store::ConnId;
 
 /// Bytes queued for a guest above which its requests are not read.
 pub const RING_OUT_HIGH: usize = 256 * 1024;
+/// Request bytes read but not yet handled above which the ring is not read.
+pub const RING_IN_HIGH: usize = 16 * 1024;
 
 /// Where the Xen interfaces come from.
 #[derive(Debug, Clone, Default)]
@@ -68,18 +70,27 @@ impl Ring {
         Ok(moved)
     }
 
-    /// Reads what the guest produced into the decoder. Returns bytes read.
+    /// True while the guest's requests should not be read: its replies
+    /// are not being consumed, or unhandled input piles up. The guest's
+    /// request ring then fills and it waits; nothing grows without bound.
+    pub fn throttled(&self) -> bool {
+        self.out.len() >= RING_OUT_HIGH || self.decoder.buffered() >= RING_IN_HIGH
+    }
+
+    /// Reads what the guest produced into the decoder, unless throttled.
+    /// Returns bytes read.
     pub fn read_in(&mut self) -> Result<usize, ring::RingError> {
         let mut buf = [0u8; 1024];
         let mut total = 0;
-        loop {
+        while !self.throttled() {
             let n = ring::server_read(&self.page, &mut buf)?;
             if n == 0 {
-                return Ok(total);
+                break;
             }
             self.decoder.feed(&buf[..n]);
             total += n;
         }
+        Ok(total)
     }
 
     /// Gives up on the ring, telling the guest why if it may know.

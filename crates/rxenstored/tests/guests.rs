@@ -318,3 +318,40 @@ fn sim_mode_runs_a_living_host() {
     drop(d);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A guest that floods requests and never reads its responses: its ring
+/// and queue fill up, the daemon stops reading it, and everyone else is
+/// served.
+#[test]
+fn a_guest_that_never_reads_stalls_only_itself() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut lazy = h.guest(&mut ts);
+    let mut good = h.guest(&mut ts);
+    let mut p = z("big");
+    p.extend_from_slice(&[b'x'; 1000]);
+    assert_eq!(
+        text(&lazy.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    // Requests for 1000-byte replies, never read: send until the daemon
+    // stops taking them.
+    let req = Message::new(MsgType::Read as u32, 9, 0, z("big")).encode();
+    let mut sent = 0;
+    while sent < 5000 && lazy.send_raw(&req, Duration::from_millis(300)).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 10, "some requests went in ({sent})");
+    assert!(sent < 5000, "the daemon stopped reading the lazy guest");
+    // The others are served.
+    for i in 0..20 {
+        let mut p = z("k");
+        p.extend_from_slice(i.to_string().as_bytes());
+        assert_eq!(
+            text(&good.request(MsgType::Write, 0, &p).expect("write")),
+            "OK|"
+        );
+    }
+    assert_eq!(ts.write("/socket/ok", b"1").ok(), b"OK\0");
+    assert!(!h.daemon.log().contains("panicked"), "{}", h.daemon.log());
+}
