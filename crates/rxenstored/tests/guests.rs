@@ -4,78 +4,9 @@
 //! toolstack introduces them over the socket.
 
 mod common;
-use common::{z, zs, Daemon};
-use std::path::{Path, PathBuf};
+use common::{z, zs, Daemon, Host};
 use std::time::Duration;
-use xensim::{Guest, Sim};
 use xenstore_proto::{Message, MsgType};
-
-/// The stand-in libraries under their sonames, next to the binary under
-/// test (`cargo build --workspace` makes them).
-fn stand_ins(tmp: &Path) -> PathBuf {
-    let target = Path::new(common::binary()).parent().expect("target dir");
-    let dir = tmp.join("lib");
-    std::fs::create_dir_all(&dir).expect("lib dir");
-    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage"] {
-        let built = target.join(format!("{lib}.so"));
-        assert!(
-            built.exists(),
-            "{} missing: run `cargo build --workspace` first",
-            built.display()
-        );
-        std::os::unix::fs::symlink(&built, dir.join(format!("{lib}.so.1"))).expect("symlink");
-    }
-    dir
-}
-
-struct Host {
-    sim: Sim,
-    daemon: Daemon,
-    tmp: PathBuf,
-}
-
-impl Host {
-    fn start() -> Host {
-        let tmp = common::temp_dir("host");
-        let sim = Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
-        let libs = stand_ins(&tmp);
-        let sock = sim.socket();
-        let daemon = Daemon::start_env(
-            &["--xen-lib-dir", libs.to_str().expect("utf8")],
-            &[("XENSIM_SOCKET", sock.as_os_str())],
-        );
-        Host { sim, daemon, tmp }
-    }
-
-    /// Builds a domain and introduces it as libxl does: home nodes owned
-    /// by the guest, then INTRODUCE.
-    fn guest(&self, toolstack: &mut common::Client) -> Guest {
-        let d = self.sim.create_domain(None, 0).expect("create");
-        let g = Guest::attach(&self.sim.socket(), d, 0).expect("guest");
-        let home = format!("/local/domain/{d}");
-        toolstack.req(MsgType::Mkdir, &z(&home)).ok();
-        toolstack
-            .req(MsgType::SetPerms, &zs(&[&home, &format!("n{d}")]))
-            .ok();
-        let r = toolstack.req(
-            MsgType::Introduce,
-            &zs(&[&d.to_string(), "0", &g.port.to_string()]),
-        );
-        assert_eq!(
-            r.ok(),
-            b"OK\0",
-            "INTRODUCE {d}; daemon log:\n{}",
-            self.daemon.log()
-        );
-        g
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.tmp);
-    }
-}
 
 fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.payload).replace('\0', "|")

@@ -128,11 +128,15 @@ impl Toolstack {
         Ok(())
     }
 
-    /// `RELEASE` (soft reset).
+    /// `RELEASE`, then removes `/vm/<id>` as libxl does when it is done
+    /// with a domain.
     pub fn release(&mut self, domid: u32) -> io::Result<()> {
         self.xs
-            .call(MsgType::Release, &XsSocket::args(&[&domid.to_string()]))
-            .map(|_| ())
+            .call(MsgType::Release, &XsSocket::args(&[&domid.to_string()]))?;
+        let _ = self
+            .xs
+            .call(MsgType::Rm, &XsSocket::args(&[&format!("/vm/{domid}")]));
+        Ok(())
     }
 
     /// A raw request on xenstored's socket.

@@ -276,3 +276,74 @@ pub fn run_tool(d: &Daemon, prog: &str, args: &[&str]) -> (bool, String, String)
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ----- simulated hosts ----------------------------------------------------
+
+/// The stand-in libraries under their sonames, next to the binary under
+/// test (`cargo build --workspace` makes them).
+pub fn stand_ins(tmp: &Path) -> PathBuf {
+    let target = Path::new(binary()).parent().expect("target dir");
+    let dir = tmp.join("lib");
+    std::fs::create_dir_all(&dir).expect("lib dir");
+    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage"] {
+        let built = target.join(format!("{lib}.so"));
+        assert!(
+            built.exists(),
+            "{} missing: run `cargo build --workspace` first",
+            built.display()
+        );
+        std::os::unix::fs::symlink(&built, dir.join(format!("{lib}.so.1"))).expect("symlink");
+    }
+    dir
+}
+
+/// A simulated host: the simulator in this process, the daemon on its
+/// stand-ins.
+pub struct Host {
+    pub sim: xensim::Sim,
+    pub daemon: Daemon,
+    pub tmp: PathBuf,
+}
+
+impl Host {
+    pub fn start() -> Host {
+        let tmp = temp_dir("host");
+        let sim = xensim::Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
+        let libs = stand_ins(&tmp);
+        let sock = sim.socket();
+        let daemon = Daemon::start_env(
+            &["--xen-lib-dir", libs.to_str().expect("utf8")],
+            &[("XENSIM_SOCKET", sock.as_os_str())],
+        );
+        Host { sim, daemon, tmp }
+    }
+
+    /// Builds a domain and introduces it as libxl does: home nodes owned
+    /// by the guest, then INTRODUCE.
+    pub fn guest(&self, toolstack: &mut Client) -> xensim::Guest {
+        let d = self.sim.create_domain(None, 0).expect("create");
+        let g = xensim::Guest::attach(&self.sim.socket(), d, 0).expect("guest");
+        let home = format!("/local/domain/{d}");
+        toolstack.req(MsgType::Mkdir, &z(&home)).ok();
+        toolstack
+            .req(MsgType::SetPerms, &zs(&[&home, &format!("n{d}")]))
+            .ok();
+        let r = toolstack.req(
+            MsgType::Introduce,
+            &zs(&[&d.to_string(), "0", &g.port.to_string()]),
+        );
+        assert_eq!(
+            r.ok(),
+            b"OK\0",
+            "INTRODUCE {d}; daemon log:\n{}",
+            self.daemon.log()
+        );
+        g
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
