@@ -67,6 +67,9 @@ pub enum Op {
     OwnRing = 44,
     /// `[]` -> values: calls to get_domain_info, poll, evtchn.
     Calls = 50,
+    /// `[]` -> text: one line per domain, `domid state caps unique_id refs`
+    /// (not counted as a hypervisor call).
+    List = 51,
 }
 
 impl Op {
@@ -93,6 +96,7 @@ impl Op {
             43 => Resume,
             44 => OwnRing,
             50 => Calls,
+            51 => List,
             _ => return None,
         })
     }

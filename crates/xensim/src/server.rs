@@ -265,6 +265,21 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
             vals: [0; 3],
             text: st.ring_path(c.domid).to_string_lossy().into_owned(),
         },
+        Op::List => {
+            let mut text = String::new();
+            for d in st.hyp.domains() {
+                let i = st.hyp.clone_info(d.domid);
+                text.push_str(&format!(
+                    "{} {} {} {} {}\n",
+                    d.domid, i.state, i.caps, i.unique_id, d.refs
+                ));
+            }
+            Reply {
+                status: 0,
+                vals: [0; 3],
+                text,
+            }
+        }
         Op::Calls => {
             let k = st.hyp.calls();
             Reply {
