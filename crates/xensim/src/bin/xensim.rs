@@ -108,8 +108,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut t = ts()?;
             let mut g = t.create(name).map_err(|e| e.to_string())?;
             println!("{}", g.domid);
+            if !*keep {
+                return Ok(());
+            }
             let mut beat = 0u64;
-            while *keep {
+            loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 beat += 1;
                 let mut p = b"data/heartbeat\0".to_vec();
@@ -117,7 +120,6 @@ fn run(cli: Cli) -> Result<(), String> {
                 g.request(xenstore_proto::MsgType::Write, 0, &p)
                     .map_err(|e| e.to_string())?;
             }
-            Ok(())
         }
         Cmd::Shutdown { domid, reason: r } => {
             let why = reason(r).ok_or_else(|| format!("unknown reason {r:?}"))?;
