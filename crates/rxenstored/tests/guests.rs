@@ -286,3 +286,58 @@ fn a_guest_that_never_reads_stalls_only_itself() {
     assert_eq!(ts.write("/socket/ok", b"1").ok(), b"OK\0");
     assert!(!h.daemon.log().contains("panicked"), "{}", h.daemon.log());
 }
+
+/// A guest that exceeds each quota gets the protocol's error, over its
+/// ring, and stays usable.
+#[test]
+fn a_guest_hits_every_quota() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut g = h.guest(&mut ts);
+    let d = g.domid.to_string();
+    for (q, v) in [("nodes", "4"), ("watches", "2"), ("transactions", "2")] {
+        assert_eq!(ts.req(MsgType::SetQuota, &zs(&[&d, q, v])).ok(), b"OK\0");
+    }
+    let mut req =
+        |g: &mut xensim::Guest, t: MsgType, p: &[u8]| text(&g.request(t, 0, p).expect("request"));
+    // Nodes: the home counts; 4 allowed in all.
+    let mut results = Vec::new();
+    for i in 0..5 {
+        results.push(req(
+            &mut g,
+            MsgType::Write,
+            &[z(&format!("n{i}")), b"v".to_vec()].concat(),
+        ));
+    }
+    assert_eq!(results, ["OK|", "OK|", "OK|", "ENOSPC|", "ENOSPC|"]);
+    // Watches.
+    assert_eq!(req(&mut g, MsgType::Watch, &zs(&["a", "1"])), "OK|");
+    assert_eq!(req(&mut g, MsgType::Watch, &zs(&["b", "2"])), "OK|");
+    assert_eq!(req(&mut g, MsgType::Watch, &zs(&["c", "3"])), "ENOSPC|");
+    // Transactions.
+    assert!(req(&mut g, MsgType::TransactionStart, &z("")).ends_with('|'));
+    assert!(req(&mut g, MsgType::TransactionStart, &z("")).ends_with('|'));
+    assert_eq!(req(&mut g, MsgType::TransactionStart, &z("")), "ENOSPC|");
+    // Node size, permission entries, path length (defaults).
+    let mut big = z("n0");
+    big.extend_from_slice(&[b'x'; 2100]);
+    assert_eq!(req(&mut g, MsgType::Write, &big), "ENOSPC|");
+    let six = zs(&[
+        &format!("/local/domain/{d}/n0"),
+        &format!("n{d}"),
+        "r1",
+        "r2",
+        "r3",
+        "r4",
+        "r5",
+    ]);
+    assert_eq!(req(&mut g, MsgType::SetPerms, &six), "ENOSPC|");
+    let long = (0..25)
+        .map(|_| "y".repeat(99))
+        .collect::<Vec<_>>()
+        .join("/");
+    assert_eq!(req(&mut g, MsgType::Read, &z(&long)), "EINVAL|");
+    // Still served.
+    assert_eq!(req(&mut g, MsgType::Read, &z("n0")), "v");
+    assert_eq!(ts.write("/fine", b"1").ok(), b"OK\0");
+}
