@@ -298,7 +298,7 @@ fn a_guest_hits_every_quota() {
     for (q, v) in [("nodes", "4"), ("watches", "2"), ("transactions", "2")] {
         assert_eq!(ts.req(MsgType::SetQuota, &zs(&[&d, q, v])).ok(), b"OK\0");
     }
-    let mut req =
+    let req =
         |g: &mut xensim::Guest, t: MsgType, p: &[u8]| text(&g.request(t, 0, p).expect("request"));
     // Nodes: the home counts; 4 allowed in all.
     let mut results = Vec::new();
