@@ -128,6 +128,22 @@ pub struct Options {
     #[arg(long = "sim-churn", value_name = "SECS", default_value_t = 20)]
     pub sim_churn: u64,
 
+    /// The local domain's ring page.
+    #[arg(
+        long = "xsd-kva",
+        value_name = "PATH",
+        default_value = "/proc/xen/xsd_kva"
+    )]
+    pub xsd_kva: PathBuf,
+
+    /// The local domain's xenstore event channel port.
+    #[arg(
+        long = "xsd-port",
+        value_name = "PATH",
+        default_value = "/proc/xen/xsd_port"
+    )]
+    pub xsd_port: PathBuf,
+
     /// Do not use Xen at all: serve the Unix socket only.
     #[arg(long = "no-xen")]
     pub no_xen: bool,

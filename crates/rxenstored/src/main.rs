@@ -132,6 +132,12 @@ fn run(opts: &Options) -> Result<(), String> {
                 .as_ref()
                 .map(|s| s.lib_dir.clone())
                 .or_else(|| opts.xen_lib_dir.clone()),
+            xsd_kva: sim
+                .as_ref()
+                .map_or_else(|| opts.xsd_kva.clone(), |s| s.dir.join("xsd_kva")),
+            xsd_port: sim
+                .as_ref()
+                .map_or_else(|| opts.xsd_port.clone(), |s| s.dir.join("xsd_port")),
         }),
     };
     let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;

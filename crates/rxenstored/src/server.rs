@@ -197,7 +197,7 @@ impl Server {
                 }
             },
         };
-        Ok(Server {
+        let mut srv = Server {
             poll,
             listener,
             signals,
@@ -214,7 +214,39 @@ impl Server {
             evtchn_pending: false,
             ring_dirty: Vec::new(),
             on_hangup: None,
-        })
+        };
+        srv.attach_local_ring();
+        Ok(srv)
+    }
+
+    /// Serves the local domain's own ring, if this domain has one (dom0's
+    /// kernel relays `/dev/xen/xenbus` clients over it).
+    fn attach_local_ring(&mut self) {
+        let (Some(x), Some(xc)) = (&mut self.xen, &self.cfg.xen) else {
+            return;
+        };
+        if !xc.xsd_kva.exists() {
+            tracing::info!(
+                "no {}: the local domain's ring is not served",
+                xc.xsd_kva.display()
+            );
+            return;
+        }
+        let domid = self.cfg.store.store_domid;
+        let conn = ConnId(self.next_id);
+        let features = self
+            .store
+            .domain(domid)
+            .map_or(SUPPORTED_FEATURES, |d| d.features);
+        match x.attach_local(xc, domid, features, conn) {
+            Ok(port) => {
+                self.next_id += 1;
+                self.store.connect(conn, ConnKind::Domain(domid));
+                let _ = self.store.introduce_domain(domid, conn);
+                tracing::info!("serving the local domain's ring (port {port})");
+            }
+            Err(e) => tracing::warn!("the local domain's ring is not served: {e}"),
+        }
     }
 
     /// Something to run on SIGHUP besides reopening the trace file (the

@@ -15,6 +15,8 @@ use xenstore_proto::MsgType;
 /// A running simulator and where its stand-ins are.
 pub struct SimHost {
     sim: Sim,
+    /// The simulator's directory.
+    pub dir: PathBuf,
     /// The directory holding the stand-ins under their sonames.
     pub lib_dir: PathBuf,
 }
@@ -56,7 +58,7 @@ pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
         dir.display(),
         lib_dir.display()
     );
-    Ok(SimHost { sim, lib_dir })
+    Ok(SimHost { sim, dir, lib_dir })
 }
 
 impl SimHost {

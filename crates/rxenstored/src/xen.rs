@@ -33,6 +33,10 @@ pub const RING_IN_HIGH: usize = 16 * 1024;
 pub struct XenConfig {
     /// Load the stable libraries from here instead of the system paths.
     pub lib_dir: Option<PathBuf>,
+    /// The local domain's ring page (`/proc/xen/xsd_kva`).
+    pub xsd_kva: PathBuf,
+    /// The local domain's xenstore port (`/proc/xen/xsd_port`).
+    pub xsd_port: PathBuf,
 }
 
 /// One guest's ring connection.
@@ -305,6 +309,45 @@ impl Xen {
         );
         self.by_domid.insert(domid, port);
         self.by_conn.insert(conn, port);
+        Ok(port)
+    }
+
+    /// Serves the local domain's own ring (xenfs `xsd_kva`/`xsd_port`):
+    /// not grant-mapped but mapped from the file, its port bound to our own
+    /// domain. Returns the local port.
+    pub fn attach_local(
+        &mut self,
+        cfg: &XenConfig,
+        domid: u32,
+        features: u32,
+        conn: ConnId,
+    ) -> Result<u32, String> {
+        let page = xen_stable::dom0::map_kva(&cfg.xsd_kva)
+            .map_err(|e| format!("{}: {e}", cfg.xsd_kva.display()))?;
+        let remote = xen_stable::dom0::read_port(&cfg.xsd_port)
+            .map_err(|e| format!("{}: {e}", cfg.xsd_port.display()))?;
+        let port = self
+            .evtchn
+            .bind_interdomain(domid, remote)
+            .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
+        page.store_u32(ring::SERVER_FEATURES, features);
+        self.reset_page(&page);
+        self.rings.insert(
+            port,
+            Ring {
+                domid,
+                conn,
+                port,
+                page,
+                decoder: Decoder::new(),
+                out: VecDeque::new(),
+                broken: false,
+                features,
+            },
+        );
+        self.by_domid.insert(domid, port);
+        self.by_conn.insert(conn, port);
+        self.notify(port);
         Ok(port)
     }
 

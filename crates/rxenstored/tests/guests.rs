@@ -341,3 +341,69 @@ fn a_guest_hits_every_quota() {
     assert_eq!(req(&mut g, MsgType::Read, &z("n0")), "v");
     assert_eq!(ts.write("/fine", b"1").ok(), b"OK\0");
 }
+
+/// dom0's kernel reaches xenstored over dom0's own ring (xsd_kva,
+/// xsd_port), as `/dev/xen/xenbus` clients do; it is privileged.
+#[test]
+fn dom0_kernel_uses_the_local_ring() {
+    let h = Host::start();
+    let dir = h.sim.dir().to_path_buf();
+    let port: u32 = std::fs::read_to_string(dir.join("xsd_port"))
+        .expect("xsd_port")
+        .trim()
+        .parse()
+        .expect("port");
+    let mut kernel =
+        xensim::Guest::attach_port(&h.sim.socket(), 0, port, &dir.join("xsd_kva")).expect("kernel");
+    assert_eq!(kernel.server_features(), 14);
+    let mut p = z("/from/kernel");
+    p.extend_from_slice(b"hello");
+    assert_eq!(
+        text(&kernel.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    let mut ts = h.daemon.client();
+    assert_eq!(ts.read("/from/kernel").ok(), b"hello");
+    // Privileged: it may introduce-check and read anything.
+    assert_eq!(
+        text(
+            &kernel
+                .request(MsgType::IsDomainIntroduced, 0, &z("0"))
+                .expect("req")
+        ),
+        "T|"
+    );
+    // A watch over the ring sees the socket's writes.
+    assert_eq!(
+        text(
+            &kernel
+                .request(MsgType::Watch, 0, &zs(&["/from", "k"]))
+                .expect("watch")
+        ),
+        "OK|"
+    );
+    assert_eq!(
+        text(
+            &kernel
+                .next_message(Duration::from_secs(5))
+                .expect("io")
+                .expect("initial")
+        ),
+        "/from|k|"
+    );
+    ts.write("/from/socket", b"x").ok();
+    assert_eq!(
+        text(
+            &kernel
+                .next_message(Duration::from_secs(5))
+                .expect("io")
+                .expect("event")
+        ),
+        "/from/socket|k|"
+    );
+    assert!(
+        h.daemon.log().contains("serving the local domain's ring"),
+        "{}",
+        h.daemon.log()
+    );
+}

@@ -49,6 +49,25 @@ impl Guest {
         })
     }
 
+    /// Attaches to an existing port and ring page: dom0's kernel, whose
+    /// xenstore port and page exist from boot (`xsd_port`, `xsd_kva`).
+    pub fn attach_port(sim_socket: &Path, domid: u32, port: u32, ring: &Path) -> io::Result<Guest> {
+        let mut client = Client::connect(sim_socket, domid)?;
+        let events = client.open_evtchn()?;
+        client.call_ok(Op::Adopt, &[u64::from(port)])?;
+        let page = xen_stable::dom0::map_kva(ring)?;
+        Ok(Guest {
+            domid,
+            port,
+            client,
+            events,
+            page,
+            decoder: Decoder::new(),
+            req_id: 0,
+            events_seen: Vec::new(),
+        })
+    }
+
     /// The ring page (for hostile tests that write garbage into it).
     pub fn page(&self) -> &MappedPage {
         &self.page

@@ -47,6 +47,9 @@ pub enum Op {
     Unbind = 14,
     /// `[remote_domid]` -> a new unbound port of the caller's domain.
     AllocUnbound = 15,
+    /// `[port]`: events of this existing port of the caller's domain go to
+    /// this handle (a kernel taking over its xenstore port).
+    Adopt = 16,
     /// `[domid, gref]` -> text: path of the page file to map.
     GrantMap = 20,
     /// `[domid]`: a mapping was dropped.
@@ -86,6 +89,7 @@ impl Op {
             13 => Unmask,
             14 => Unbind,
             15 => AllocUnbound,
+            16 => Adopt,
             20 => GrantMap,
             21 => GrantUnmap,
             30 => DomainInfo,

@@ -194,6 +194,12 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
             }
             Ok(p)
         })()),
+        Op::Adopt => r((|| {
+            let h = need_handle(c)?;
+            let p = arg32(a[0])?;
+            st.owner.insert((c.domid, p), h);
+            Ok(p)
+        })()),
         Op::Notify => r(arg32(a[0])
             .and_then(|p| st.hyp.notify(c.domid, p))
             .map(|()| 0)),

@@ -311,8 +311,18 @@ impl Host {
         let sim = xensim::Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
         let libs = stand_ins(&tmp);
         let sock = sim.socket();
+        let dir = sim.dir().to_path_buf();
+        let kva = dir.join("xsd_kva");
+        let port = dir.join("xsd_port");
         let daemon = Daemon::start_env(
-            &["--xen-lib-dir", libs.to_str().expect("utf8")],
+            &[
+                "--xen-lib-dir",
+                libs.to_str().expect("utf8"),
+                "--xsd-kva",
+                kva.to_str().expect("utf8"),
+                "--xsd-port",
+                port.to_str().expect("utf8"),
+            ],
             &[("XENSIM_SOCKET", sock.as_os_str())],
         );
         Host { sim, daemon, tmp }
