@@ -8,9 +8,7 @@
 //! oldest guest is destroyed and a new one created every few seconds.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use xensim::{Sim, Toolstack};
-use xenstore_proto::MsgType;
+use xensim::Sim;
 
 /// A running simulator and where its stand-ins are.
 pub struct SimHost {
@@ -70,46 +68,15 @@ impl SimHost {
         let spawned = std::thread::Builder::new()
             .name("sim-host".into())
             .spawn(move || {
-                if let Err(e) = host(&sim_socket, &socket, guests, churn_secs) {
+                let log = |what: &str| tracing::info!("simulated host: {what}");
+                if let Err(e) =
+                    xensim::toolstack::run_guests(&sim_socket, &socket, guests, churn_secs, log)
+                {
                     tracing::warn!("simulated host stopped: {e}");
                 }
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start the simulated host: {e}");
-        }
-    }
-}
-
-fn host(sim_socket: &Path, socket: &Path, guests: u32, churn_secs: u64) -> std::io::Result<()> {
-    let mut ts = Toolstack::new(sim_socket, socket)?;
-    let mut live = std::collections::VecDeque::new();
-    let mut made = 0u32;
-    for _ in 0..guests {
-        made += 1;
-        let g = ts.create(&format!("guest-{made}"))?;
-        tracing::info!("simulated guest-{made} is domain {}", g.domid);
-        live.push_back(g);
-    }
-    let mut beat = 0u64;
-    let mut last_churn = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        beat += 1;
-        for g in live.iter_mut() {
-            let mut p = b"data/heartbeat\0".to_vec();
-            p.extend_from_slice(beat.to_string().as_bytes());
-            g.request(MsgType::Write, 0, &p)?;
-        }
-        if churn_secs > 0 && last_churn.elapsed() >= Duration::from_secs(churn_secs) {
-            last_churn = Instant::now();
-            if let Some(old) = live.pop_front() {
-                tracing::info!("simulated toolstack destroys domain {}", old.domid);
-                ts.destroy(old.domid)?;
-            }
-            made += 1;
-            let g = ts.create(&format!("guest-{made}"))?;
-            tracing::info!("simulated guest-{made} is domain {}", g.domid);
-            live.push_back(g);
         }
     }
 }

@@ -269,7 +269,9 @@ impl Xen {
             r.broken = false;
             self.by_domid.insert(domid, port);
             self.by_conn.insert(r.conn, port);
-            self.reset_page(&r.page);
+            if self.reset_page(&r.page) {
+                self.notify(port);
+            }
             self.rings.insert(port, r);
             return Ok(port);
         }
@@ -288,7 +290,7 @@ impl Xen {
             xs_error(&e)
         })?;
         page.store_u32(ring::SERVER_FEATURES, features);
-        self.reset_page(&page);
+        let kick = self.reset_page(&page);
         if let Some(m) = &mut self.manage {
             if let Ok(info) = m.get_domain_info(domid) {
                 self.unique_ids.insert(domid, info.unique_id);
@@ -309,6 +311,9 @@ impl Xen {
         );
         self.by_domid.insert(domid, port);
         self.by_conn.insert(conn, port);
+        if kick {
+            self.notify(port);
+        }
         Ok(port)
     }
 
@@ -331,7 +336,7 @@ impl Xen {
             .bind_interdomain(domid, remote)
             .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
         page.store_u32(ring::SERVER_FEATURES, features);
-        self.reset_page(&page);
+        let _ = self.reset_page(&page);
         self.rings.insert(
             port,
             Ring {
@@ -351,12 +356,17 @@ impl Xen {
         Ok(port)
     }
 
-    fn reset_page(&mut self, page: &MappedPage) {
+    /// Zeroes the indices and the error field; a guest waiting in the
+    /// reconnection handshake (dom0less guests start so) is told it is
+    /// connected. Returns true if the guest must be signalled.
+    fn reset_page(&mut self, page: &MappedPage) -> bool {
         ring::reset_indices(page);
         page.store_u32(ring::ERROR, ring::ERROR_NONE);
         if page.load_u32(ring::CONNECTION) == ring::RECONNECT {
             page.store_u32(ring::CONNECTION, ring::CONNECTED);
+            return true;
         }
+        false
     }
 
     /// Forgets a domain's ring: unbinds its port and unmaps its page.
@@ -383,14 +393,8 @@ impl Xen {
                     if !self.by_domid.contains_key(&domid) {
                         continue;
                     }
-                    let reused = self
-                        .unique_ids
-                        .get(&domid)
-                        .is_some_and(|&u| u != 0 && u != info.unique_id);
-                    if !info.exists() || info.state & xen_stable::state::DEAD != 0 || reused {
-                        out.push(Change::Gone(domid));
-                    } else if info.state & xen_stable::state::SHUTDOWN != 0 {
-                        out.push(Change::Shutdown(domid));
+                    if let Some(c) = classify(domid, &info, self.unique_ids.get(&domid).copied()) {
+                        out.push(c);
                     }
                 }
                 Ok(None) => break,
@@ -416,6 +420,26 @@ impl Xen {
     }
 }
 
+/// What a changed-domain report means for a domain we serve, whose
+/// unique id we recorded at introduction (`known_uid`): gone if it no
+/// longer exists, is DEAD, or is another domain now (domid reused: the
+/// unique id differs); shut down if SHUTDOWN; nothing for DYING alone (wait
+/// for DEAD) or a running domain.
+pub fn classify(
+    domid: u32,
+    info: &xen_stable::DomainInfo,
+    known_uid: Option<u64>,
+) -> Option<Change> {
+    let reused = known_uid.is_some_and(|u| u != 0 && u != info.unique_id);
+    if !info.exists() || info.state & xen_stable::state::DEAD != 0 || reused {
+        Some(Change::Gone(domid))
+    } else if info.state & xen_stable::state::SHUTDOWN != 0 {
+        Some(Change::Shutdown(domid))
+    } else {
+        None
+    }
+}
+
 /// The store's view of which domains exist: the hypervisor's, when there is
 /// one.
 pub struct Oracle<'a>(std::cell::RefCell<Option<&'a mut Xen>>);
@@ -433,5 +457,47 @@ impl xenstore_store::DomainOracle for Oracle<'_> {
             Ok(mut x) => x.as_mut().is_some_and(|x| x.domain_exists(domid)),
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xen_stable::state::{DEAD, DYING, EXIST, SHUTDOWN};
+    use xen_stable::DomainInfo;
+
+    fn info(state: u32, uid: u64) -> DomainInfo {
+        DomainInfo {
+            state,
+            caps: 0,
+            unique_id: uid,
+        }
+    }
+
+    #[test]
+    fn deaths_shutdowns_and_domid_reuse() {
+        assert_eq!(classify(5, &info(EXIST, 9), Some(9)), None);
+        assert_eq!(
+            classify(5, &info(EXIST | SHUTDOWN, 9), Some(9)),
+            Some(Change::Shutdown(5))
+        );
+        assert_eq!(classify(5, &info(EXIST | DYING, 9), Some(9)), None);
+        assert_eq!(
+            classify(5, &info(EXIST | DEAD, 9), Some(9)),
+            Some(Change::Gone(5))
+        );
+        // Vanished: all zeros.
+        assert_eq!(classify(5, &info(0, 0), Some(9)), Some(Change::Gone(5)));
+        // The domid now names another domain, even a running one.
+        assert_eq!(
+            classify(5, &info(EXIST, 10), Some(9)),
+            Some(Change::Gone(5))
+        );
+        assert_eq!(
+            classify(5, &info(EXIST | SHUTDOWN, 10), Some(9)),
+            Some(Change::Gone(5))
+        );
+        // No recorded id (no libxenmanage at introduction): no reuse check.
+        assert_eq!(classify(5, &info(EXIST, 10), None), None);
     }
 }

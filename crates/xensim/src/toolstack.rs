@@ -16,6 +16,7 @@ use crate::Client;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
 
 /// A Xenstore client on the daemon's Unix socket (the toolstack's view).
@@ -142,5 +143,49 @@ impl Toolstack {
     /// A raw request on xenstored's socket.
     pub fn xs(&mut self, t: MsgType, args: &[&str]) -> io::Result<Vec<u8>> {
         self.xs.call(t, &XsSocket::args(args))
+    }
+}
+
+/// Runs `guests` guests doing a scripted workload until an error: each
+/// writes `data/heartbeat` over its ring every second; with `churn_secs`,
+/// the oldest guest is destroyed and a new one created that often.
+/// `on_event` hears what happens (for logs).
+pub fn run_guests(
+    sim_socket: &Path,
+    xenstored_socket: &Path,
+    guests: u32,
+    churn_secs: u64,
+    mut on_event: impl FnMut(&str),
+) -> io::Result<()> {
+    let mut ts = Toolstack::new(sim_socket, xenstored_socket)?;
+    let mut live = std::collections::VecDeque::new();
+    let mut made = 0u32;
+    for _ in 0..guests {
+        made += 1;
+        let g = ts.create(&format!("guest-{made}"))?;
+        on_event(&format!("guest-{made} is domain {}", g.domid));
+        live.push_back(g);
+    }
+    let mut beat = 0u64;
+    let mut last_churn = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        beat += 1;
+        for g in live.iter_mut() {
+            let mut p = b"data/heartbeat\0".to_vec();
+            p.extend_from_slice(beat.to_string().as_bytes());
+            g.request(MsgType::Write, 0, &p)?;
+        }
+        if churn_secs > 0 && last_churn.elapsed() >= Duration::from_secs(churn_secs) {
+            last_churn = Instant::now();
+            if let Some(old) = live.pop_front() {
+                on_event(&format!("destroying domain {}", old.domid));
+                ts.destroy(old.domid)?;
+            }
+            made += 1;
+            let g = ts.create(&format!("guest-{made}"))?;
+            on_event(&format!("guest-{made} is domain {}", g.domid));
+            live.push_back(g);
+        }
     }
 }

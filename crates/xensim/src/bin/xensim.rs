@@ -6,6 +6,7 @@
 //! xensim shutdown DOMID [REASON]   the guest shuts down (poweroff, reboot, suspend, crash)
 //! xensim destroy DOMID             xl destroy
 //! xensim release DOMID             RELEASE (soft reset)
+//! xensim run-guests N [--churn S]  N guests with a heartbeat workload
 //! xensim list                      domains and their state
 //! ```
 //!
@@ -67,6 +68,15 @@ enum Cmd {
         /// The domain.
         domid: u32,
     },
+    /// Run N guests that write a heartbeat every second; with --churn,
+    /// destroy the oldest and create a new one every SECS seconds.
+    RunGuests {
+        /// How many guests.
+        n: u32,
+        /// Churn period in seconds (0: none).
+        #[arg(long, default_value_t = 0)]
+        churn: u64,
+    },
     /// List the simulator's domains.
     List,
 }
@@ -127,6 +137,10 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Destroy { domid } => ts()?.destroy(*domid).map_err(|e| e.to_string()),
         Cmd::Release { domid } => ts()?.release(*domid).map_err(|e| e.to_string()),
+        Cmd::RunGuests { n, churn } => {
+            xensim::toolstack::run_guests(&sim()?, &xs()?, *n, *churn, |e| println!("{e}"))
+                .map_err(|e| e.to_string())
+        }
         Cmd::List => {
             let mut c = Client::connect(&sim()?, 0).map_err(|e| e.to_string())?;
             let r = c.call(Op::List, &[]).map_err(|e| e.to_string())?;
