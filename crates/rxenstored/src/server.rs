@@ -216,7 +216,40 @@ impl Server {
             on_hangup: None,
         };
         srv.attach_local_ring();
+        srv.adopt_existing_domains();
         Ok(srv)
+    }
+
+    /// Start-up: every domain that exists and whose ring page names its
+    /// event channel (dom0less, Hyperlaunch) is served at once, as C
+    /// xenstored does; the others wait for their INTRODUCE.
+    fn adopt_existing_domains(&mut self) {
+        let found = match &mut self.xen {
+            Some(x) => x.existing_domains(),
+            None => return,
+        };
+        let skip = [self.cfg.store.store_domid, self.cfg.store.priv_domid];
+        for (domid, info) in found {
+            if skip.contains(&domid) || !info.exists() {
+                continue;
+            }
+            let Some(x) = &mut self.xen else { return };
+            let conn = ConnId(self.next_id);
+            let features = self
+                .store
+                .domain(domid)
+                .map_or(SUPPORTED_FEATURES, |d| d.features);
+            match x.adopt(domid, features, conn) {
+                Ok(Some(port)) => {
+                    self.next_id += 1;
+                    self.store.connect(conn, ConnKind::Domain(domid));
+                    let _ = self.store.introduce_domain(domid, conn);
+                    tracing::info!("domain {domid} found at start-up: served (port {port})");
+                }
+                Ok(None) => tracing::debug!("domain {domid} exists; waiting for its INTRODUCE"),
+                Err(e) => tracing::debug!("domain {domid} exists but cannot be served yet: {e}"),
+            }
+        }
     }
 
     /// Serves the local domain's own ring, if this domain has one (dom0's

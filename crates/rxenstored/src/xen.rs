@@ -237,6 +237,40 @@ impl Xen {
         }
     }
 
+    /// The domains that exist now, drained from the changed-domain feed
+    /// (binding `VIRQ_DOM_EXC` marked every existing domain). Used once at
+    /// start-up.
+    pub fn existing_domains(&mut self) -> Vec<(u32, xen_stable::DomainInfo)> {
+        let mut v = Vec::new();
+        if self.virq.is_none() {
+            return v;
+        }
+        let Some(m) = &mut self.manage else {
+            return v;
+        };
+        while let Ok(Some(x)) = m.poll_changed_domain() {
+            v.push(x);
+        }
+        v
+    }
+
+    /// At start-up: serves `domid` if its ring page names its event channel
+    /// (dom0less and Hyperlaunch guests are built so, with no INTRODUCE to
+    /// come). `Ok(None)` if the page names no port.
+    pub fn adopt(
+        &mut self,
+        domid: u32,
+        features: u32,
+        conn: ConnId,
+    ) -> Result<Option<u32>, XsError> {
+        let page = self.gnttab.map_ring(domid).map_err(|e| xs_error(&e))?;
+        if page.load_u32(ring::EVTCHN_PORT) == 0 {
+            return Ok(None);
+        }
+        drop(page);
+        self.attach(domid, 0, features, conn).map(Some)
+    }
+
     /// Maps `domid`'s ring and binds its event channel (the guest's
     /// `remote_port`, unless the page names another), advertising
     /// `features`. Returns the new ring's local port. For a domain that

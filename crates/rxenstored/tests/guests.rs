@@ -407,3 +407,42 @@ fn dom0_kernel_uses_the_local_ring() {
         h.daemon.log()
     );
 }
+
+/// A domain built before xenstored started, whose page names its event
+/// channel (dom0less): served from start-up, no INTRODUCE needed; the
+/// guest waiting in the reconnection handshake is told it is connected.
+#[test]
+fn domains_existing_at_start_up_are_picked_up() {
+    use xenstore_proto::ring::{self as r, RingPage};
+    let mut early = None;
+    let mut plain = None;
+    let h = Host::start_after(|sim| {
+        let d = sim.create_domain(None, 0).expect("create");
+        let g = xensim::Guest::attach(&sim.socket(), d, 0).expect("guest");
+        g.page().store_u32(r::EVTCHN_PORT, g.port);
+        g.page().store_u32(r::CONNECTION, r::RECONNECT);
+        early = Some(g);
+        // Another domain without a port in its page: it waits.
+        let d2 = sim.create_domain(None, 0).expect("create");
+        plain = Some(d2);
+    });
+    let mut g = early.expect("guest");
+    let mut ts = h.daemon.client();
+    assert_eq!(
+        ts.req(MsgType::IsDomainIntroduced, &z(&g.domid.to_string()))
+            .ok(),
+        b"T\0",
+        "{}",
+        h.daemon.log()
+    );
+    let plain = plain.expect("domain").to_string();
+    assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&plain)).ok(), b"F\0");
+    assert_eq!(g.page().load_u32(r::CONNECTION), r::CONNECTED);
+    assert_eq!(
+        text(
+            &g.request(MsgType::GetDomainPath, 0, &z(&g.domid.to_string()))
+                .expect("req")
+        ),
+        format!("/local/domain/{}|", g.domid)
+    );
+}

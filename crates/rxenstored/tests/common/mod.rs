@@ -307,8 +307,14 @@ pub struct Host {
 
 impl Host {
     pub fn start() -> Host {
+        Host::start_after(|_| {})
+    }
+
+    /// Starts the simulator, runs `prepare` on it, then starts the daemon.
+    pub fn start_after(prepare: impl FnOnce(&xensim::Sim)) -> Host {
         let tmp = temp_dir("host");
         let sim = xensim::Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
+        prepare(&sim);
         let libs = stand_ins(&tmp);
         let sock = sim.socket();
         let dir = sim.dir().to_path_buf();
