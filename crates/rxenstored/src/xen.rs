@@ -330,21 +330,16 @@ impl Xen {
                 self.unique_ids.insert(domid, info.unique_id);
             }
         }
-        self.rings.insert(
+        self.register(Ring {
+            domid,
+            conn,
             port,
-            Ring {
-                domid,
-                conn,
-                port,
-                page,
-                decoder: Decoder::new(),
-                out: VecDeque::new(),
-                broken: false,
-                features,
-            },
-        );
-        self.by_domid.insert(domid, port);
-        self.by_conn.insert(conn, port);
+            page,
+            decoder: Decoder::new(),
+            out: VecDeque::new(),
+            broken: false,
+            features,
+        });
         if kick {
             self.notify(port);
         }
@@ -371,21 +366,16 @@ impl Xen {
             .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
         page.store_u32(ring::SERVER_FEATURES, features);
         let _ = self.reset_page(&page);
-        self.rings.insert(
+        self.register(Ring {
+            domid,
+            conn,
             port,
-            Ring {
-                domid,
-                conn,
-                port,
-                page,
-                decoder: Decoder::new(),
-                out: VecDeque::new(),
-                broken: false,
-                features,
-            },
-        );
-        self.by_domid.insert(domid, port);
-        self.by_conn.insert(conn, port);
+            page,
+            decoder: Decoder::new(),
+            out: VecDeque::new(),
+            broken: false,
+            features,
+        });
         self.notify(port);
         Ok(port)
     }
@@ -401,6 +391,12 @@ impl Xen {
             return true;
         }
         false
+    }
+
+    fn register(&mut self, r: Ring) {
+        self.by_domid.insert(r.domid, r.port);
+        self.by_conn.insert(r.conn, r.port);
+        self.rings.insert(r.port, r);
     }
 
     /// Forgets a domain's ring: unbinds its port and unmaps its page.

@@ -36,13 +36,16 @@ impl Guest {
         let port = u32::try_from(client.call_ok(Op::AllocUnbound, &[u64::from(store_domid)])?)
             .map_err(|_| io::Error::other("bad port"))?;
         let path = client.call(Op::OwnRing, &[])?.text;
-        let page = xen_stable::dom0::map_kva(Path::new(&path))?;
+        Guest::with(client, events, port, Path::new(&path))
+    }
+
+    fn with(client: Client, events: UnixStream, port: u32, ring: &Path) -> io::Result<Guest> {
         Ok(Guest {
-            domid,
+            domid: client.domid,
             port,
+            page: xen_stable::dom0::map_kva(ring)?,
             client,
             events,
-            page,
             decoder: Decoder::new(),
             req_id: 0,
             events_seen: Vec::new(),
@@ -55,17 +58,7 @@ impl Guest {
         let mut client = Client::connect(sim_socket, domid)?;
         let events = client.open_evtchn()?;
         client.call_ok(Op::Adopt, &[u64::from(port)])?;
-        let page = xen_stable::dom0::map_kva(ring)?;
-        Ok(Guest {
-            domid,
-            port,
-            client,
-            events,
-            page,
-            decoder: Decoder::new(),
-            req_id: 0,
-            events_seen: Vec::new(),
-        })
+        Guest::with(client, events, port, ring)
     }
 
     /// The ring page (for hostile tests that write garbage into it).

@@ -31,27 +31,12 @@ pub const DOMID_MAX: u32 = 0x7FEF;
 /// The virtual IRQ raised when a domain changes state.
 pub const VIRQ_DOM_EXC: u32 = 3;
 
-/// State flags of `get_domain_info` / `poll_changed_domain`.
-pub mod state {
-    /// The domain exists.
-    pub const EXIST: u32 = 0x1;
-    /// Shutdown completed.
-    pub const SHUTDOWN: u32 = 0x2;
-    /// Destruction started.
-    pub const DYING: u32 = 0x4;
-    /// Destruction finished; a zombie while references remain.
-    pub const DEAD: u32 = 0x8;
-}
+/// State flags of `get_domain_info` / `poll_changed_domain` (the stable
+/// interface's values).
+pub use xen_stable::state;
 
 /// Capability flags.
-pub mod caps {
-    /// Control domain.
-    pub const CONTROL: u32 = 0x1;
-    /// Hardware domain.
-    pub const HARDWARE: u32 = 0x2;
-    /// Xenstore domain.
-    pub const XENSTORE: u32 = 0x4;
-}
+pub use xen_stable::caps;
 
 /// An errno a hypercall can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -111,15 +96,7 @@ pub enum Life {
 }
 
 /// What `get_domain_info` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DomainInfo {
-    /// `state::*` flags (0 for a vanished domain).
-    pub state: u32,
-    /// `caps::*` flags.
-    pub caps: u32,
-    /// Never repeated during one run; 0 for a vanished domain.
-    pub unique_id: u64,
-}
+pub use xen_stable::DomainInfo;
 
 /// One simulated domain.
 #[derive(Debug, Clone)]

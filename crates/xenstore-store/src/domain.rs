@@ -11,7 +11,6 @@ use crate::store::{
     nul_terminated, ConnKind, DomainOracle, Effect, Outcome, Store, INTRODUCE_DOMAIN,
     RELEASE_DOMAIN, SUPPORTED_FEATURES,
 };
-use crate::watch::Match;
 use crate::ConnId;
 use xenstore_proto::{args, number, path, Message, XsError, DOMID_SELF};
 
@@ -152,42 +151,10 @@ impl Store {
                 }
             } else if let Ok(Some(_)) = ov.get(&self.db, top) {
                 // A top inside a subtree removed before is already gone.
-                let _ = self.rm_subtree_staged(&mut ov, top);
+                let _ = crate::ops::stage_removal(&self.db, &mut ov, top);
             }
         }
         let _ = self.commit(&ctx, ov, false, out);
-    }
-
-    /// Stages removal of `p` and its subtree (no permission checks).
-    fn rm_subtree_staged(&self, ov: &mut Overlay, p: &str) -> Result<(), XsError> {
-        let db = &self.db;
-        let Some(parent_path) = path::parent(p) else {
-            return Ok(());
-        };
-        let mut order = Vec::new();
-        let mut stack = vec![p.to_owned()];
-        while let Some(cur) = stack.pop() {
-            if let Some(n) = ov.get(db, &cur)? {
-                stack.extend(n.child_names().map(|c| path::child(&cur, c)));
-                order.push(cur);
-            }
-        }
-        for cur in order.iter().rev() {
-            ov.set(db, cur, None)?;
-            ov.fire(
-                cur,
-                if cur == p {
-                    Match::Subtree
-                } else {
-                    Match::Exact
-                },
-            );
-        }
-        if let Some(mut parent) = ov.get(db, parent_path)? {
-            parent.remove_child(path::basename(p));
-            ov.set(db, parent_path, Some(parent))?;
-        }
-        Ok(())
     }
 
     /// The hypervisor reports `domid` shut down: fires

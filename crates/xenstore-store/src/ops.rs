@@ -62,6 +62,37 @@ fn hide(view: &mut View, caller: &Caller, p: &str, need: u8, err: XsError) -> Xs
     }
 }
 
+/// Stages the removal of `p` and its subtree, and of its name from its
+/// parent's child list, firing watches as RM does: an exact event for
+/// every node below `p`, a subtree event for `p`. No permission checks. The
+/// walk uses a stack, never recursion; reversed pre-order removes children
+/// before their parents.
+pub(crate) fn stage_removal(db: &Db, ov: &mut Overlay, p: &str) -> Result<(), XsError> {
+    let mut order = Vec::new();
+    let mut stack = vec![p.to_owned()];
+    while let Some(cur) = stack.pop() {
+        if let Some(n) = ov.get(db, &cur)? {
+            stack.extend(n.child_names().map(|c| path::child(&cur, c)));
+            order.push(cur);
+        }
+    }
+    for cur in order.iter().rev() {
+        ov.set(db, cur, None)?;
+        let how = if cur == p {
+            Match::Subtree
+        } else {
+            Match::Exact
+        };
+        ov.fire(cur, how);
+    }
+    let parent_path = parent_or_root(p);
+    if let Some(mut parent) = ov.get(db, parent_path)? {
+        parent.remove_child(path::basename(p));
+        ov.set(db, parent_path, Some(parent))?;
+    }
+    Ok(())
+}
+
 /// The node at `p` if the caller has every right in `need`; otherwise
 /// `ENOENT`/`EACCES` by C's existence-hiding rule.
 pub(crate) fn get_node(
@@ -95,16 +126,26 @@ impl Store {
         }
     }
 
+    /// The node named by a path argument, if the caller may read it.
+    fn readable_node(
+        &mut self,
+        ctx: &Ctx,
+        tx: Option<u32>,
+        raw: &[u8],
+        allow_special: bool,
+    ) -> Result<Node, XsError> {
+        let r = ctx.resolve(raw, allow_special)?;
+        self.read_view(ctx, tx, |v| get_node(v, &ctx.caller, &r.path, PERM_READ))
+    }
+
     pub(crate) fn op_read(
         &mut self,
         ctx: &Ctx,
         tx: Option<u32>,
         p: &[u8],
     ) -> Result<Vec<u8>, XsError> {
-        let r = ctx.resolve(args::one_arg(p)?, false)?;
-        self.read_view(ctx, tx, |v| {
-            get_node(v, &ctx.caller, &r.path, PERM_READ).map(|n| n.value.to_vec())
-        })
+        let n = self.readable_node(ctx, tx, args::one_arg(p)?, false)?;
+        Ok(n.value.to_vec())
     }
 
     pub(crate) fn op_directory(
@@ -113,10 +154,9 @@ impl Store {
         tx: Option<u32>,
         p: &[u8],
     ) -> Result<Vec<u8>, XsError> {
-        let r = ctx.resolve(args::one_arg(p)?, false)?;
-        let children = self.read_view(ctx, tx, |v| {
-            get_node(v, &ctx.caller, &r.path, PERM_READ).map(|n| n.children)
-        })?;
+        let children = self
+            .readable_node(ctx, tx, args::one_arg(p)?, false)?
+            .children;
         if children.len() > PAYLOAD_MAX {
             return Err(XsError::E2big);
         }
@@ -130,8 +170,7 @@ impl Store {
         p: &[u8],
     ) -> Result<Vec<u8>, XsError> {
         let [name, offset] = args::exactly::<2>(p)?;
-        let r = ctx.resolve(name, false)?;
-        let node = self.read_view(ctx, tx, |v| get_node(v, &ctx.caller, &r.path, PERM_READ))?;
+        let node = self.readable_node(ctx, tx, name, false)?;
         // C reads the offset with atoi into an unsigned: negative is huge.
         let off = number::atoi(offset);
         let off = usize::try_from(off).unwrap_or(usize::MAX);
@@ -169,10 +208,8 @@ impl Store {
         tx: Option<u32>,
         p: &[u8],
     ) -> Result<Vec<u8>, XsError> {
-        let r = ctx.resolve(args::one_arg(p)?, true)?;
-        self.read_view(ctx, tx, |v| {
-            get_node(v, &ctx.caller, &r.path, PERM_READ).map(|n| n.perms.to_wire())
-        })
+        let n = self.readable_node(ctx, tx, args::one_arg(p)?, true)?;
+        Ok(n.perms.to_wire())
     }
 
     pub(crate) fn op_write(
@@ -363,32 +400,10 @@ impl Store {
         if p == "/" {
             return Err(XsError::Einval);
         }
-        let parent_path = parent_or_root(p);
-        let mut parent = ov.get(db, parent_path)?.ok_or(XsError::Einval)?;
-        // Walk the subtree without recursion; pre-order reversed deletes
-        // children before their parents.
-        let mut order = Vec::new();
-        let mut stack = vec![p.to_owned()];
-        while let Some(cur) = stack.pop() {
-            if let Some(n) = ov.get(db, &cur)? {
-                stack.extend(n.child_names().map(|c| path::child(&cur, c)));
-                order.push(cur);
-            }
+        if ov.get(db, parent_or_root(p))?.is_none() {
+            return Err(XsError::Einval);
         }
-        for cur in order.iter().rev() {
-            ov.set(db, cur, None)?;
-            ov.fire(
-                cur,
-                if cur == p {
-                    Match::Subtree
-                } else {
-                    Match::Exact
-                },
-            );
-        }
-        parent.remove_child(path::basename(p));
-        ov.set(db, parent_path, Some(parent))?;
-        Ok(())
+        stage_removal(db, ov, p)
     }
 
     pub(crate) fn op_set_perms(
