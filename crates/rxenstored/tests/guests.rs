@@ -446,3 +446,149 @@ fn domains_existing_at_start_up_are_picked_up() {
         format!("/local/domain/{}|", g.domid)
     );
 }
+
+/// Domid reuse: after a domain dies, a new domain with the same domid
+/// inherits nothing of it: no ACL grant, no watch, no node.
+#[test]
+fn a_reused_domid_inherits_nothing() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut old = h.guest(&mut ts);
+    let d = old.domid;
+    ts.write("/shared", b"secret").ok();
+    ts.req(MsgType::SetPerms, &zs(&["/shared", "n0", &format!("r{d}")]))
+        .ok();
+    assert_eq!(
+        old.request(MsgType::Read, 0, &z("/shared"))
+            .expect("read")
+            .payload,
+        b"secret"
+    );
+    assert_eq!(
+        text(
+            &old.request(MsgType::Watch, 0, &zs(&["/shared", "w"]))
+                .expect("watch")
+        ),
+        "OK|"
+    );
+    let mut p = z("data/mine");
+    p.push(b'1');
+    old.request(MsgType::Write, 0, &p).expect("write");
+    drop(old);
+    h.sim.destroy_domain(d).expect("destroy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && h.sim.with(|hv| hv.domain(d).is_some()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        h.sim.with(|hv| hv.domain(d).is_none()),
+        "old domain released and gone"
+    );
+    assert_eq!(
+        ts.req(MsgType::GetPerms, &z("/shared")).ok(),
+        b"n0\0",
+        "ACL entry stripped"
+    );
+
+    // The same domid again.
+    h.sim.create_domain(Some(d), 0).expect("reuse domid");
+    let mut new = xensim::Guest::attach(&h.sim.socket(), d, 0).expect("guest");
+    let home = format!("/local/domain/{d}");
+    ts.req(MsgType::Mkdir, &z(&home)).ok();
+    ts.req(MsgType::SetPerms, &zs(&[&home, &format!("n{d}")]))
+        .ok();
+    ts.req(
+        MsgType::Introduce,
+        &zs(&[&d.to_string(), "0", &new.port.to_string()]),
+    )
+    .ok();
+    assert_eq!(
+        text(&new.request(MsgType::Read, 0, &z("/shared")).expect("read")),
+        "EACCES|"
+    );
+    assert_eq!(
+        text(
+            &new.request(MsgType::Read, 0, &z("data/mine"))
+                .expect("read")
+        ),
+        "ENOENT|"
+    );
+    ts.write("/shared", b"changed").ok();
+    assert!(
+        new.next_message(Duration::from_millis(300))
+            .expect("io")
+            .is_none(),
+        "no old watch fires"
+    );
+}
+
+/// Ownership and ACLs between two guests, and a stub domain acting for
+/// one (SET_TARGET), over their rings.
+#[test]
+fn guests_share_by_acl_and_act_through_set_target() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut a = h.guest(&mut ts);
+    let mut b = h.guest(&mut ts);
+    let (da, db) = (a.domid.to_string(), b.domid.to_string());
+    let node = format!("/local/domain/{da}/pub");
+    let mut p = z("pub");
+    p.extend_from_slice(b"hello");
+    a.request(MsgType::Write, 0, &p).expect("write");
+    // Only its owner may change it, and the owner may not give it away.
+    assert_eq!(
+        text(&b.request(MsgType::Read, 0, &z(&node)).expect("read")),
+        "EACCES|"
+    );
+    assert_eq!(
+        text(
+            &b.request(MsgType::SetPerms, 0, &zs(&[&node, &format!("r{db}")]))
+                .expect("set")
+        ),
+        "EACCES|"
+    );
+    assert_eq!(
+        text(
+            &a.request(MsgType::SetPerms, 0, &zs(&[&node, &format!("n{db}")]))
+                .expect("set")
+        ),
+        "EPERM|"
+    );
+    assert_eq!(
+        text(
+            &a.request(
+                MsgType::SetPerms,
+                0,
+                &zs(&[&node, &format!("n{da}"), &format!("r{db}")])
+            )
+            .expect("set")
+        ),
+        "OK|"
+    );
+    assert_eq!(
+        b.request(MsgType::Read, 0, &z(&node))
+            .expect("read")
+            .payload,
+        b"hello"
+    );
+    let mut w = z(&node);
+    w.push(b'x');
+    assert_eq!(
+        text(&b.request(MsgType::Write, 0, &w).expect("write")),
+        "EACCES|"
+    );
+    // b becomes a's device model: it acts with a's rights.
+    assert_eq!(
+        text(
+            &b.request(MsgType::SetTarget, 0, &zs(&[&db, &da]))
+                .expect("req")
+        ),
+        "EACCES|"
+    );
+    assert_eq!(ts.req(MsgType::SetTarget, &zs(&[&db, &da])).ok(), b"OK\0");
+    assert_eq!(
+        text(&b.request(MsgType::Write, 0, &w).expect("write")),
+        "OK|"
+    );
+    assert_eq!(ts.read(&node).ok(), b"x");
+}
