@@ -59,11 +59,20 @@ impl Daemon {
         d
     }
 
+    /// Waits until the daemon answers a request: the socket accepts
+    /// connections as soon as it is bound, before start-up (Xen, the local
+    /// ring, domains found at start) is finished; an answer comes only from
+    /// the running event loop.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
+            if let Ok(mut s) = UnixStream::connect(&self.socket) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let req = Message::new(MsgType::Read as u32, 1, 0, b"/\0".to_vec()).encode();
+                let mut h = [0u8; HEADER_SIZE];
+                if s.write_all(&req).is_ok() && s.read_exact(&mut h).is_ok() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
