@@ -139,13 +139,34 @@ pub struct Calls {
     pub poll_changed_domain: u64,
     /// Event-channel operations (bind, notify, unbind, unmask).
     pub evtchn: u64,
+    /// Legacy per-domain `getinfo_single` (the unstable call oxenstored
+    /// scans with; simulator only, for comparison).
+    pub getinfo_single: u64,
+    /// `dying_bitmap` (the proposed one-call bitmap; simulator only).
+    pub dying_bitmap: u64,
 }
 
 impl Calls {
     /// All domain-state calls.
     pub fn domain_state(&self) -> u64 {
-        self.get_domain_info + self.poll_changed_domain
+        self.get_domain_info + self.poll_changed_domain + self.getinfo_single + self.dying_bitmap
     }
+}
+
+/// Words of the shutdown|dying bitmap: one bit per domid below
+/// [`DOMID_FIRST_RESERVED`], 4 KiB in all.
+pub const DYING_BITMAP_WORDS: usize = 512;
+
+/// What the legacy per-domain query says (the flags of
+/// `xc_domain_getinfo`'s `xc_dominfo_t` that xenstored looks at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegacyInfo {
+    /// Dying or dead.
+    pub dying: bool,
+    /// Shut down.
+    pub shutdown: bool,
+    /// The shutdown reason, when shut down.
+    pub shutdown_reason: u32,
 }
 
 /// One end of an event channel.
@@ -157,6 +178,8 @@ enum Binding {
     Interdomain { domid: u32, port: u32 },
     /// Bound to a virtual IRQ.
     Virq(u32),
+    /// A death channel watching a domain (design under evaluation).
+    Death { domid: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +196,8 @@ struct Ports {
 #[derive(Debug)]
 pub struct Hypervisor {
     domains: BTreeMap<u32, Domain>,
+    /// Per-domain death channels: domid -> (watcher domain, its port).
+    death_channels: HashMap<u32, Vec<(u32, u32)>>,
     last_domid: u32,
     uid: u64,
     virq_handler: u32,
@@ -190,6 +215,7 @@ impl Hypervisor {
     pub fn new(seed: u64) -> Hypervisor {
         let mut h = Hypervisor {
             domains: BTreeMap::new(),
+            death_channels: HashMap::new(),
             last_domid: 0,
             uid: seed | 1,
             virq_handler: 0,
@@ -255,6 +281,12 @@ impl Hypervisor {
         }
         if virq {
             self.raise_virq();
+            // The same transitions (shutdown, dead, gone) fire the
+            // domain's death channels.
+            let watchers = self.death_channels.get(&domid).cloned().unwrap_or_default();
+            for (dom, port) in watchers {
+                self.set_pending(dom, port);
+            }
         }
     }
 
@@ -339,6 +371,7 @@ impl Hypervisor {
         if gone {
             self.domains.remove(&domid);
             self.mark(domid, true);
+            self.death_channels.remove(&domid);
         }
         Ok(())
     }
@@ -372,6 +405,7 @@ impl Hypervisor {
         if gone {
             self.domains.remove(&domid);
             self.mark(domid, true);
+            self.death_channels.remove(&domid);
         }
     }
 
@@ -410,6 +444,67 @@ impl Hypervisor {
             .map(Domain::info)
             .unwrap_or_default();
         Ok((domid, info))
+    }
+
+    // ----- designs under evaluation (simulator only) ----------------------
+
+    /// The legacy per-domain query (`xc_domain_getinfo_single`): one call
+    /// per domain. Not a stable interface; offered for comparison only.
+    pub fn getinfo_single(&mut self, domid: u32) -> Result<LegacyInfo, Errno> {
+        self.calls.getinfo_single += 1;
+        let d = self.domains.get(&domid).ok_or(Errno::Esrch)?;
+        Ok(match d.life {
+            Life::Running => LegacyInfo::default(),
+            Life::Shutdown(r) => LegacyInfo {
+                dying: false,
+                shutdown: true,
+                shutdown_reason: r as u32,
+            },
+            Life::Dying | Life::Dead => LegacyInfo {
+                dying: true,
+                ..LegacyInfo::default()
+            },
+        })
+    }
+
+    /// The bits of the proposed "shutdown or dying" bitmap, as they are now
+    /// (no call counted: this is also what a page mapped read-only from the
+    /// hypervisor would show).
+    pub fn dying_bits(&self) -> [u64; DYING_BITMAP_WORDS] {
+        let mut bits = [0u64; DYING_BITMAP_WORDS];
+        for d in self.domains.values() {
+            if !matches!(d.life, Life::Running) {
+                let i = d.domid as usize;
+                bits[i / 64] |= 1u64 << (i % 64);
+            }
+        }
+        bits
+    }
+
+    /// The proposed one-call bitmap of shutdown|dying domains.
+    pub fn dying_bitmap(&mut self) -> [u64; DYING_BITMAP_WORDS] {
+        self.calls.dying_bitmap += 1;
+        self.dying_bits()
+    }
+
+    /// The proposed per-domain death channel: a new port of `caller` that
+    /// fires whenever `domid` shuts down, becomes dead, or goes.
+    pub fn bind_death_channel(&mut self, caller: u32, domid: u32) -> Result<u32, Errno> {
+        self.calls.evtchn += 1;
+        if !self.domains.contains_key(&domid) || !self.domains.contains_key(&caller) {
+            return Err(Errno::Esrch);
+        }
+        let port = self.free_port(caller);
+        self.ports
+            .entry(caller)
+            .or_default()
+            .bound
+            .insert(port, Binding::Death { domid });
+        self.death_channels
+            .entry(domid)
+            .or_default()
+            .push((caller, port));
+        Ok(port)
     }
 
     /// Makes `domid` the `VIRQ_DOM_EXC` handler (fails while bound).
@@ -521,6 +616,14 @@ impl Hypervisor {
             .and_then(|p| p.bound.remove(&port))
             .ok_or(Errno::Enotconn)?;
         match b {
+            Binding::Death { domid: watched } => {
+                if let Some(v) = self.death_channels.get_mut(&watched) {
+                    v.retain(|&(d, p)| (d, p) != (domid, port));
+                    if v.is_empty() {
+                        self.death_channels.remove(&watched);
+                    }
+                }
+            }
             Binding::Virq(_) => {
                 self.virq = None;
                 self.changed = None;
@@ -662,6 +765,40 @@ mod tests {
         h.shutdown(0, ShutdownReason::Poweroff).unwrap();
         assert_eq!(h.poll_changed_domain(0), Err(Errno::Enoent));
         assert_eq!(h.calls().poll_changed_domain, 12);
+    }
+
+    #[test]
+    fn designs_under_evaluation() {
+        let mut h = Hypervisor::new(3);
+        let a = h.create_domain(None, 0).unwrap();
+        let b = h.create_domain(None, 0).unwrap();
+        // Legacy: one call per domain.
+        assert_eq!(h.getinfo_single(a).unwrap(), LegacyInfo::default());
+        assert_eq!(h.getinfo_single(99), Err(Errno::Esrch));
+        assert_eq!(h.calls().getinfo_single, 2);
+        // Bitmap: one call, a bit for each shut-down or dying domain.
+        h.shutdown(a, ShutdownReason::Crash).unwrap();
+        let bits = h.dying_bitmap();
+        assert_eq!(bits[0], 1 << a);
+        assert_eq!(
+            h.getinfo_single(a).unwrap().shutdown_reason,
+            ShutdownReason::Crash as u32
+        );
+        assert_eq!(h.calls().dying_bitmap, 1);
+        // Death channel: the watcher's port fires for b's death only.
+        let port = h.bind_death_channel(0, b).unwrap();
+        assert_eq!(h.pending(0), None);
+        h.take_ref(b).unwrap();
+        h.destroy(b).unwrap();
+        assert_eq!(h.pending(0), Some(port));
+        assert_eq!(h.dying_bits()[0], (1 << a) | (1 << b));
+        h.unmask(0, port);
+        h.drop_ref(b);
+        // Gone: fired again, then the channel is forgotten.
+        assert_eq!(h.pending(0), Some(port));
+        assert_eq!(h.dying_bits()[0], 1 << a);
+        assert!(h.death_channels.is_empty());
+        assert_eq!(h.bind_death_channel(0, 77), Err(Errno::Esrch));
     }
 
     #[test]
