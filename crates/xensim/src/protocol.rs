@@ -50,6 +50,9 @@ pub enum Op {
     /// `[port]`: events of this existing port of the caller's domain go to
     /// this handle (a kernel taking over its xenstore port).
     Adopt = 16,
+    /// `[domid, remote_domid]` -> a new unbound port of `domid` (the
+    /// toolstack allocating a guest's xenstore port, as libxl does).
+    AllocUnboundFor = 17,
     /// `[domid, gref]` -> text: path of the page file to map.
     GrantMap = 20,
     /// `[domid]`: a mapping was dropped.
@@ -90,6 +93,7 @@ impl Op {
             14 => Unbind,
             15 => AllocUnbound,
             16 => Adopt,
+            17 => AllocUnboundFor,
             20 => GrantMap,
             21 => GrantUnmap,
             30 => DomainInfo,

@@ -194,6 +194,12 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
             }
             Ok(p)
         })()),
+        Op::AllocUnboundFor => r((|| {
+            if c.domid != 0 {
+                return Err(Errno::Eacces);
+            }
+            st.hyp.alloc_unbound(arg32(a[0])?, arg32(a[1])?)
+        })()),
         Op::Adopt => r((|| {
             let h = need_handle(c)?;
             let p = arg32(a[0])?;

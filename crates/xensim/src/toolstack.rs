@@ -95,6 +95,27 @@ impl Toolstack {
         let domid = u32::try_from(self.sim.call_ok(Op::CreateDomain, &[u64::MAX, 0])?)
             .map_err(|_| io::Error::other("bad domid"))?;
         let guest = Guest::attach(&self.sim_socket, domid, self.store_domid)?;
+        self.introduce(domid, name, guest.port)?;
+        Ok(guest)
+    }
+
+    /// Creates and introduces a domain whose guest never talks (no guest
+    /// connection to the simulator): its xenstore port is allocated from
+    /// dom0, as libxl does. For large host simulations. Returns the domid.
+    pub fn create_headless(&mut self, name: &str) -> io::Result<u32> {
+        let domid = u32::try_from(self.sim.call_ok(Op::CreateDomain, &[u64::MAX, 0])?)
+            .map_err(|_| io::Error::other("bad domid"))?;
+        let port = u32::try_from(self.sim.call_ok(
+            Op::AllocUnboundFor,
+            &[u64::from(domid), u64::from(self.store_domid)],
+        )?)
+        .map_err(|_| io::Error::other("bad port"))?;
+        self.introduce(domid, name, port)?;
+        Ok(domid)
+    }
+
+    /// Writes a domain's nodes and sends INTRODUCE, as libxl does.
+    fn introduce(&mut self, domid: u32, name: &str, port: u32) -> io::Result<()> {
         let home = format!("/local/domain/{domid}");
         self.xs.call(MsgType::Mkdir, &XsSocket::args(&[&home]))?;
         self.xs.call(
@@ -107,9 +128,9 @@ impl Toolstack {
         self.xs.write(&format!("/vm/{domid}/name"), name)?;
         self.xs.call(
             MsgType::Introduce,
-            &XsSocket::args(&[&domid.to_string(), "0", &guest.port.to_string()]),
+            &XsSocket::args(&[&domid.to_string(), "0", &port.to_string()]),
         )?;
-        Ok(guest)
+        Ok(())
     }
 
     /// The guest's shutdown completes (poweroff, crash, ...).
