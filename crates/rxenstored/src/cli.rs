@@ -1,6 +1,6 @@
 //! Command line, compatible with C xenstored's options.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use xenstore_store::quota::{Quota, QuotaSet};
 
@@ -144,6 +144,13 @@ pub struct Options {
     )]
     pub xsd_port: PathBuf,
 
+    /// How to learn which domain changed state on VIRQ_DOM_EXC: `poll`
+    /// (libxenmanage's changed-domain feed, the only stable way), or, on the
+    /// simulator only, `legacy` (a query per known domain, as oxenstored
+    /// does; for measurements).
+    #[arg(long = "domain-state", value_enum, default_value_t = DomainStateArg::Poll)]
+    pub domain_state: DomainStateArg,
+
     /// Do not use Xen at all: serve the Unix socket only.
     #[arg(long = "no-xen")]
     pub no_xen: bool,
@@ -164,6 +171,15 @@ pub struct Options {
     /// standard output.
     #[arg(long = "internal-daemon-child", hide = true)]
     pub daemon_child: bool,
+}
+
+/// `--domain-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DomainStateArg {
+    /// xenmanage_poll_changed_domain (Xen 4.21+).
+    Poll,
+    /// One query per known domain (simulator only).
+    Legacy,
 }
 
 /// A command-line value that does not make sense.

@@ -138,6 +138,10 @@ fn run(opts: &Options) -> Result<(), String> {
             xsd_port: sim
                 .as_ref()
                 .map_or_else(|| opts.xsd_port.clone(), |s| s.dir.join("xsd_port")),
+            strategy: match opts.domain_state {
+                cli::DomainStateArg::Poll => xen::Strategy::Poll,
+                cli::DomainStateArg::Legacy => xen::Strategy::Legacy,
+            },
         }),
     };
     let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;

@@ -89,6 +89,9 @@ pub enum StartError {
     /// Event loop set-up failed.
     #[error("event loop: {0}")]
     Poll(io::Error),
+    /// The Xen configuration asked for cannot work.
+    #[error("{0}")]
+    Xen(xen_stable::XenError),
 }
 
 struct Queued {
@@ -190,6 +193,11 @@ impl Server {
                         .map_err(StartError::Poll)?;
                     tracing::info!("Xen interfaces open: serving guests");
                     Some(x)
+                }
+                Err(e @ xen_stable::XenError::Symbol { .. })
+                    if xc.strategy != crate::xen::Strategy::Poll =>
+                {
+                    return Err(StartError::Xen(e));
                 }
                 Err(e) => {
                     tracing::warn!("no Xen interface ({e}): serving the socket only");

@@ -37,6 +37,20 @@ pub struct XenConfig {
     pub xsd_kva: PathBuf,
     /// The local domain's xenstore port (`/proc/xen/xsd_port`).
     pub xsd_port: PathBuf,
+    /// How deaths are found on `VIRQ_DOM_EXC`.
+    pub strategy: Strategy,
+}
+
+/// How the daemon learns which domain changed state on `VIRQ_DOM_EXC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Drain libxenmanage's changed-domain feed: cost independent of the
+    /// number of domains.
+    #[default]
+    Poll,
+    /// Query every domain served (what oxenstored does with libxenctrl):
+    /// one call per domain per event. Simulator only, for comparison.
+    Legacy,
 }
 
 /// One guest's ring connection.
@@ -120,6 +134,7 @@ pub enum Change {
 
 /// The Xen side of the daemon.
 pub struct Xen {
+    strategy: Strategy,
     evtchn: Evtchn,
     gnttab: Gnttab,
     manage: Option<Manage>,
@@ -167,7 +182,17 @@ impl Xen {
                 (None, None)
             }
         };
+        if cfg.strategy == Strategy::Legacy
+            && !manage.as_ref().is_some_and(Manage::has_legacy_query)
+        {
+            return Err(XenError::Symbol {
+                lib: "libxenmanage.so.1",
+                symbol: "xensim_getinfo_single (--domain-state legacy runs on the simulator only)",
+                version: "XENSIM_1.0",
+            });
+        }
         Ok(Xen {
+            strategy: cfg.strategy,
             evtchn,
             gnttab,
             manage,
@@ -411,8 +436,37 @@ impl Xen {
         Some(r.conn)
     }
 
-    /// Drains the changed-domain feed. Only domains with a ring matter.
+    /// What changed, by the configured strategy. Only domains with a ring
+    /// matter.
     pub fn changes(&mut self) -> Vec<Change> {
+        match self.strategy {
+            Strategy::Poll => self.poll_changes(),
+            Strategy::Legacy => self.scan_changes(),
+        }
+    }
+
+    /// The legacy design: ask every domain served (O(N) per event).
+    fn scan_changes(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        let Some(m) = &mut self.manage else {
+            return out;
+        };
+        let mut domids: Vec<u32> = self.by_domid.keys().copied().collect();
+        domids.sort_unstable();
+        for d in domids {
+            match m.legacy_getinfo(d) {
+                Ok(i) if i.dying => out.push(Change::Gone(d)),
+                Ok(i) if i.shutdown => out.push(Change::Shutdown(d)),
+                Ok(_) => {}
+                Err(e) if e.errno() == Some(3) => out.push(Change::Gone(d)),
+                Err(e) => tracing::warn!("getinfo {d}: {e}"),
+            }
+        }
+        out
+    }
+
+    /// The changed-domain feed (libxenmanage).
+    fn poll_changes(&mut self) -> Vec<Change> {
         let mut out = Vec::new();
         let Some(m) = &mut self.manage else {
             return out;

@@ -152,6 +152,18 @@ pub trait GrantMapper {
     fn map_ring(&mut self, domid: u32) -> Result<MappedPage, XenError>;
 }
 
+/// What the legacy per-domain query reports (the flags xenstored used
+/// from `xc_domain_getinfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegacyInfo {
+    /// Dying or dead.
+    pub dying: bool,
+    /// Shut down.
+    pub shutdown: bool,
+    /// The shutdown reason.
+    pub shutdown_reason: u32,
+}
+
 /// Domain state: the only stable interface is libxenmanage (Xen 4.21+).
 pub trait DomainStates {
     /// One domain's state, caps and unique id.

@@ -298,6 +298,8 @@ type MgInfo =
     unsafe extern "C" fn(*mut c_void, c_uint, *mut c_uint, *mut c_uint, *mut u64) -> c_int;
 type MgPoll =
     unsafe extern "C" fn(*mut c_void, *mut c_uint, *mut c_uint, *mut c_uint, *mut u64) -> c_int;
+type SimGetinfo =
+    unsafe extern "C" fn(*mut c_void, c_uint, *mut c_uint, *mut c_uint, *mut c_uint) -> c_int;
 
 /// An open libxenmanage handle.
 pub struct Manage {
@@ -305,6 +307,9 @@ pub struct Manage {
     close: MgClose,
     info: MgInfo,
     poll: MgPoll,
+    /// The simulator's legacy per-domain query, when the library is the
+    /// simulator's stand-in (never on real Xen).
+    sim_getinfo: Option<SimGetinfo>,
     _lib: Library,
 }
 
@@ -317,6 +322,12 @@ impl Manage {
         let close: MgClose = unsafe { func(&lib, "xenmanage_close") }?;
         let info: MgInfo = unsafe { func(&lib, "xenmanage_get_domain_info") }?;
         let poll: MgPoll = unsafe { func(&lib, "xenmanage_poll_changed_domain") }?;
+        // SAFETY: the type matches the simulator stand-in's export; the
+        // symbol exists only there (version XENSIM_1.0).
+        let sim_getinfo = lib
+            .symbol("xensim_getinfo_single", "XENSIM_1.0")
+            .ok()
+            .map(|p| unsafe { std::mem::transmute_copy::<*mut c_void, SimGetinfo>(&p) });
         // SAFETY: NULL logger, flags 0.
         let h = unsafe { open(std::ptr::null_mut(), 0) };
         let h = NonNull::new(h).ok_or_else(|| call_err("xenmanage_open"))?;
@@ -325,7 +336,45 @@ impl Manage {
             close,
             info,
             poll,
+            sim_getinfo,
             _lib: lib,
+        })
+    }
+
+    /// True if the legacy per-domain query is available (the simulator's
+    /// stand-in only: it is not a stable Xen interface).
+    pub fn has_legacy_query(&self) -> bool {
+        self.sim_getinfo.is_some()
+    }
+
+    /// The legacy per-domain query (simulator only; for measuring the scan
+    /// design against the changed-domain feed).
+    pub fn legacy_getinfo(&mut self, domid: u32) -> Result<crate::LegacyInfo, XenError> {
+        let Some(f) = self.sim_getinfo else {
+            return Err(XenError::Symbol {
+                lib: "libxenmanage.so.1",
+                symbol: "xensim_getinfo_single",
+                version: "XENSIM_1.0",
+            });
+        };
+        let (mut dying, mut shutdown, mut reason): (c_uint, c_uint, c_uint) = (0, 0, 0);
+        // SAFETY: live handle; out-pointers point to locals.
+        let r = unsafe {
+            f(
+                self.h.as_ptr(),
+                domid,
+                &mut dying,
+                &mut shutdown,
+                &mut reason,
+            )
+        };
+        if r != 0 {
+            return Err(call_err("xensim_getinfo_single"));
+        }
+        Ok(crate::LegacyInfo {
+            dying: dying != 0,
+            shutdown: shutdown != 0,
+            shutdown_reason: reason,
         })
     }
 }

@@ -61,6 +61,9 @@ pub enum Op {
     DomainInfo = 30,
     /// `[]` -> status: domid; values: state, caps, unique_id.
     PollChangedDomain = 31,
+    /// `[domid]` -> values: dying, shutdown, shutdown reason (the legacy
+    /// per-domain query; simulator only).
+    GetinfoSingle = 32,
     /// `[want_domid or u64::MAX, caps]` -> domid (also makes its page).
     CreateDomain = 40,
     /// `[domid, reason]`.
@@ -98,6 +101,7 @@ impl Op {
             21 => GrantUnmap,
             30 => DomainInfo,
             31 => PollChangedDomain,
+            32 => GetinfoSingle,
             40 => CreateDomain,
             41 => Shutdown,
             42 => Destroy,

@@ -249,6 +249,18 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
             },
             Err(e) => Reply::err(errno(e)),
         },
+        Op::GetinfoSingle => match arg32(a[0]).and_then(|d| st.hyp.getinfo_single(d)) {
+            Ok(i) => Reply {
+                status: 0,
+                vals: [
+                    u64::from(i.dying),
+                    u64::from(i.shutdown),
+                    u64::from(i.shutdown_reason),
+                ],
+                text: String::new(),
+            },
+            Err(e) => Reply::err(errno(e)),
+        },
         Op::PollChangedDomain => match st.hyp.poll_changed_domain(c.domid) {
             Ok((d, i)) => Reply {
                 status: i64::from(d),

@@ -321,6 +321,11 @@ impl Host {
 
     /// Starts the simulator, runs `prepare` on it, then starts the daemon.
     pub fn start_after(prepare: impl FnOnce(&xensim::Sim)) -> Host {
+        Host::start_with(&[], prepare)
+    }
+
+    /// Like [`Host::start_after`], with extra daemon arguments.
+    pub fn start_with(extra: &[&str], prepare: impl FnOnce(&xensim::Sim)) -> Host {
         let tmp = temp_dir("host");
         let sim = xensim::Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
         prepare(&sim);
@@ -337,7 +342,10 @@ impl Host {
                 kva.to_str().expect("utf8"),
                 "--xsd-port",
                 port.to_str().expect("utf8"),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
             &[("XENSIM_SOCKET", sock.as_os_str())],
         );
         Host { sim, daemon, tmp }

@@ -12,6 +12,7 @@ std::arch::global_asm!(
     ".symver xensim_xenmanage_close, xenmanage_close@@VERS_1.0",
     ".symver xensim_xenmanage_get_domain_info, xenmanage_get_domain_info@@VERS_1.0",
     ".symver xensim_xenmanage_poll_changed_domain, xenmanage_poll_changed_domain@@VERS_1.0",
+    ".symver xensim_impl_getinfo_single, xensim_getinfo_single@@XENSIM_1.0",
 );
 use xensim::protocol::Op;
 use xensim::Client;
@@ -140,6 +141,54 @@ pub unsafe extern "C" fn xensim_xenmanage_poll_changed_domain(
             unsafe {
                 *domid = r.status as c_uint;
                 store(r.vals, state, caps, uid);
+            }
+            0
+        }
+        Ok(r) => {
+            set_errno((-r.status) as c_int);
+            -1
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            -1
+        }
+    }
+}
+
+/// Simulator only, not part of Xen's interface (version `XENSIM_1.0`): the
+/// legacy per-domain query oxenstored scans with (`xc_domain_getinfo`),
+/// offered so the daemon's legacy strategy can be measured against the
+/// changed-domain feed. 0 and the flags, or -1 with errno (ESRCH: no such
+/// domain).
+///
+/// # Safety
+/// `h` is a live handle; the out-pointers are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_impl_getinfo_single(
+    h: *mut c_void,
+    domid: c_uint,
+    dying: *mut c_uint,
+    shutdown: *mut c_uint,
+    reason: *mut c_uint,
+) -> c_int {
+    // SAFETY: per the contract.
+    let Some(c) = (unsafe { client(h) }) else {
+        set_errno(22);
+        return -1;
+    };
+    match c.call(Op::GetinfoSingle, &[u64::from(domid)]) {
+        Ok(r) if r.status >= 0 => {
+            // SAFETY: per the contract; reuses the three-slot store.
+            unsafe {
+                if !dying.is_null() {
+                    *dying = r.vals[0] as c_uint;
+                }
+                if !shutdown.is_null() {
+                    *shutdown = r.vals[1] as c_uint;
+                }
+                if !reason.is_null() {
+                    *reason = r.vals[2] as c_uint;
+                }
             }
             0
         }
