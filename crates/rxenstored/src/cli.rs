@@ -144,10 +144,12 @@ pub struct Options {
     )]
     pub xsd_port: PathBuf,
 
-    /// How to learn which domain changed state on VIRQ_DOM_EXC: `poll`
-    /// (libxenmanage's changed-domain feed, the only stable way), or, on the
-    /// simulator only, `legacy` (a query per known domain, as oxenstored
-    /// does; for measurements).
+    /// How to learn which domain changed state: `poll` (libxenmanage's
+    /// changed-domain feed, the only stable way), or, on the simulator only
+    /// and for measurements, `legacy` (a query per known domain, as
+    /// oxenstored does), `bitmap` (one call for a shutdown|dying bitmap),
+    /// `mapped` (that bitmap on a mapped page) or `channel` (a death event
+    /// channel per domain).
     #[arg(long = "domain-state", value_enum, default_value_t = DomainStateArg::Poll)]
     pub domain_state: DomainStateArg,
 
@@ -180,6 +182,13 @@ pub enum DomainStateArg {
     Poll,
     /// One query per known domain (simulator only).
     Legacy,
+    /// One call returning a 4 KiB shutdown|dying bitmap (simulator only).
+    Bitmap,
+    /// The bitmap as a page mapped from the hypervisor: no call
+    /// (simulator only).
+    Mapped,
+    /// A death event channel per domain (simulator only).
+    Channel,
 }
 
 /// A command-line value that does not make sense.

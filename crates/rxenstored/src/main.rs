@@ -141,6 +141,9 @@ fn run(opts: &Options) -> Result<(), String> {
             strategy: match opts.domain_state {
                 cli::DomainStateArg::Poll => xen::Strategy::Poll,
                 cli::DomainStateArg::Legacy => xen::Strategy::Legacy,
+                cli::DomainStateArg::Bitmap => xen::Strategy::Bitmap,
+                cli::DomainStateArg::Mapped => xen::Strategy::Mapped,
+                cli::DomainStateArg::Channel => xen::Strategy::Channel,
             },
         }),
     };

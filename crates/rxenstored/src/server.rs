@@ -627,8 +627,12 @@ impl Server {
                 },
                 _ => return,
             };
+            let death = self.xen.as_ref().and_then(|x| x.death_port_domain(port));
             if self.xen.as_ref().is_some_and(|x| x.is_virq(port)) {
                 self.domain_exc();
+            } else if let Some(d) = death {
+                let change = self.xen.as_mut().and_then(|x| x.death_channel_change(d));
+                self.apply_changes(change.into_iter().collect());
             } else {
                 self.ring_turn(port);
             }
@@ -645,6 +649,12 @@ impl Server {
             Some(x) => x.changes(),
             None => return,
         };
+        self.apply_changes(changes);
+    }
+
+    /// Shutdowns fire `@releaseDomain/<domid>` (generic once per batch);
+    /// deaths tear domains down.
+    fn apply_changes(&mut self, changes: Vec<Change>) {
         let mut generic = false;
         for c in changes {
             match c {

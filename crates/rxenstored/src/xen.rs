@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use xen_stable::libs::{Evtchn, Gnttab, Manage, XenLibs};
+use xen_stable::libs::{BitmapView, Evtchn, Gnttab, Manage, XenLibs};
 use xen_stable::{DomainStates, EventChannels, GrantMapper, MappedPage, XenError};
 use xenstore_proto::ring::{self, RingPage};
 use xenstore_proto::{feature, Decoder, XsError};
@@ -51,6 +51,15 @@ pub enum Strategy {
     /// Query every domain served (what oxenstored does with libxenctrl):
     /// one call per domain per event. Simulator only, for comparison.
     Legacy,
+    /// One call for a 4 KiB shutdown|dying bitmap, then a query per set bit
+    /// of a served domain. Simulator only.
+    Bitmap,
+    /// The same bitmap read from a page the hypervisor keeps mapped: no
+    /// call to find candidates. Simulator only.
+    Mapped,
+    /// A death event channel bound per domain: the port names the domain.
+    /// Simulator only.
+    Channel,
 }
 
 /// One guest's ring connection.
@@ -135,6 +144,11 @@ pub enum Change {
 /// The Xen side of the daemon.
 pub struct Xen {
     strategy: Strategy,
+    /// The mapped bitmap (strategy `Mapped`).
+    bitmap: Option<BitmapView>,
+    /// Death-channel port -> domain, and domain -> port (strategy `Channel`).
+    death_ports: HashMap<u32, u32>,
+    death_of: HashMap<u32, u32>,
     evtchn: Evtchn,
     gnttab: Gnttab,
     manage: Option<Manage>,
@@ -182,17 +196,32 @@ impl Xen {
                 (None, None)
             }
         };
-        if cfg.strategy == Strategy::Legacy
-            && !manage.as_ref().is_some_and(Manage::has_legacy_query)
-        {
-            return Err(XenError::Symbol {
-                lib: "libxenmanage.so.1",
-                symbol: "xensim_getinfo_single (--domain-state legacy runs on the simulator only)",
-                version: "XENSIM_1.0",
-            });
-        }
+        let needs = |lib: &'static str, symbol: &'static str| XenError::Symbol {
+            lib,
+            symbol,
+            version: "XENSIM_1.0 (this --domain-state runs on the simulator only)",
+        };
+        let mut manage = manage;
+        let bitmap = match cfg.strategy {
+            Strategy::Poll => None,
+            Strategy::Legacy if manage.as_ref().is_some_and(Manage::has_legacy_query) => None,
+            Strategy::Legacy => return Err(needs("libxenmanage.so.1", "xensim_getinfo_single")),
+            Strategy::Bitmap if manage.as_ref().is_some_and(Manage::has_bitmap) => None,
+            Strategy::Bitmap => return Err(needs("libxenmanage.so.1", "xensim_dying_bitmap")),
+            Strategy::Mapped => match manage.as_mut().map(Manage::map_dying_bitmap) {
+                Some(Ok(v)) => Some(v),
+                _ => return Err(needs("libxenmanage.so.1", "xensim_map_dying_bitmap")),
+            },
+            Strategy::Channel if evtchn.has_death_channels() && manage.is_some() => None,
+            Strategy::Channel => {
+                return Err(needs("libxenevtchn.so.1", "xensim_bind_death_channel"))
+            }
+        };
         Ok(Xen {
             strategy: cfg.strategy,
+            bitmap,
+            death_ports: HashMap::new(),
+            death_of: HashMap::new(),
             evtchn,
             gnttab,
             manage,
@@ -368,7 +397,71 @@ impl Xen {
         if kick {
             self.notify(port);
         }
+        if self.strategy == Strategy::Channel {
+            match self.evtchn.bind_death_channel(domid) {
+                Ok(dp) => {
+                    self.death_ports.insert(dp, domid);
+                    self.death_of.insert(domid, dp);
+                }
+                Err(e) => tracing::warn!("death channel of domain {domid}: {e}"),
+            }
+        }
         Ok(port)
+    }
+
+    /// The domain a death-channel port watches.
+    pub fn death_port_domain(&self, port: u32) -> Option<u32> {
+        self.death_ports.get(&port).copied()
+    }
+
+    /// After a domain's death channel fired: what happened to it.
+    pub fn death_channel_change(&mut self, domid: u32) -> Option<Change> {
+        self.followup(domid)
+    }
+
+    /// A query for one domain, classified.
+    fn followup(&mut self, domid: u32) -> Option<Change> {
+        let uid = self.unique_ids.get(&domid).copied();
+        let m = self.manage.as_mut()?;
+        match m.get_domain_info(domid) {
+            Ok(info) => classify(domid, &info, uid),
+            Err(e) if e.errno() == Some(3) => Some(Change::Gone(domid)),
+            Err(e) => {
+                tracing::warn!("domain {domid}: {e}");
+                None
+            }
+        }
+    }
+
+    /// The bitmap designs: candidates are the served domains whose bit is
+    /// set; each gets a follow-up query (the bitmap says neither which
+    /// state nor which incarnation).
+    fn bitmap_changes(&mut self) -> Vec<Change> {
+        let bits = match self.strategy {
+            Strategy::Mapped => match &self.bitmap {
+                Some(v) => v.read(),
+                None => return Vec::new(),
+            },
+            _ => match self.manage.as_mut().map(Manage::dying_bitmap) {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    tracing::warn!("dying bitmap: {e}");
+                    return Vec::new();
+                }
+                None => return Vec::new(),
+            },
+        };
+        let mut set: Vec<u32> = self
+            .by_domid
+            .keys()
+            .copied()
+            .filter(|&d| {
+                bits.get(d as usize / 64)
+                    .is_some_and(|w| w & (1u64 << (d % 64)) != 0)
+            })
+            .collect();
+        set.sort_unstable();
+        set.into_iter().filter_map(|d| self.followup(d)).collect()
     }
 
     /// Serves the local domain's own ring (xenfs `xsd_kva`/`xsd_port`):
@@ -426,6 +519,10 @@ impl Xen {
 
     /// Forgets a domain's ring: unbinds its port and unmaps its page.
     pub fn detach(&mut self, domid: u32) -> Option<ConnId> {
+        if let Some(dp) = self.death_of.remove(&domid) {
+            self.death_ports.remove(&dp);
+            let _ = self.evtchn.unbind(dp);
+        }
         let port = self.by_domid.remove(&domid)?;
         self.unique_ids.remove(&domid);
         let r = self.rings.remove(&port)?;
@@ -442,6 +539,9 @@ impl Xen {
         match self.strategy {
             Strategy::Poll => self.poll_changes(),
             Strategy::Legacy => self.scan_changes(),
+            Strategy::Bitmap | Strategy::Mapped => self.bitmap_changes(),
+            // Deaths arrive on their own ports; the VIRQ carries nothing.
+            Strategy::Channel => Vec::new(),
         }
     }
 

@@ -94,10 +94,29 @@ pub struct Evtchn {
     pending: EvHandleFn,
     unmask: EvPortFn,
     unbind: EvPortFn,
+    sim_death: Option<SimDeathChannel>,
     _lib: Library,
 }
 
 impl Evtchn {
+    /// True if the simulator's death channels are available.
+    pub fn has_death_channels(&self) -> bool {
+        self.sim_death.is_some()
+    }
+
+    /// A port that fires when `domid` shuts down, dies or goes (simulator
+    /// only: the per-domain death channel design).
+    pub fn bind_death_channel(&mut self, domid: u32) -> Result<Port, XenError> {
+        let f = self.sim_death.ok_or(XenError::Symbol {
+            lib: "libxenevtchn.so.1",
+            symbol: "xensim_bind_death_channel",
+            version: "XENSIM_1.0",
+        })?;
+        // SAFETY: live handle; plain integer argument.
+        let r = unsafe { f(self.h.as_ptr(), domid) };
+        Self::port_result(r, "xensim_bind_death_channel")
+    }
+
     fn open(dir: Option<&Path>) -> Result<Evtchn, XenError> {
         let lib = Library::open("libxenevtchn.so.1", "4.7", dir)?;
         // SAFETY (each `func`): the types match the prototypes of
@@ -111,6 +130,8 @@ impl Evtchn {
         let pending = unsafe { func(&lib, "xenevtchn_pending") }?;
         let unmask = unsafe { func(&lib, "xenevtchn_unmask") }?;
         let unbind = unsafe { func(&lib, "xenevtchn_unbind") }?;
+        // SAFETY: the simulator stand-in's type for this XENSIM_1.0 symbol.
+        let sim_death = unsafe { sim_func::<SimDeathChannel>(&lib, "xensim_bind_death_channel") };
         // SAFETY: NULL logger means "log to stderr"; flags 0 are valid.
         let h = unsafe { open(std::ptr::null_mut(), 0) };
         let h = NonNull::new(h).ok_or_else(|| call_err("xenevtchn_open"))?;
@@ -132,6 +153,7 @@ impl Evtchn {
             pending,
             unmask,
             unbind,
+            sim_death,
             _lib: lib,
         })
     }
@@ -300,6 +322,9 @@ type MgPoll =
     unsafe extern "C" fn(*mut c_void, *mut c_uint, *mut c_uint, *mut c_uint, *mut u64) -> c_int;
 type SimGetinfo =
     unsafe extern "C" fn(*mut c_void, c_uint, *mut c_uint, *mut c_uint, *mut c_uint) -> c_int;
+type SimBitmap = unsafe extern "C" fn(*mut c_void, *mut u64) -> c_int;
+type SimMapBitmap = unsafe extern "C" fn(*mut c_void) -> *const u64;
+type SimDeathChannel = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
 
 /// An open libxenmanage handle.
 pub struct Manage {
@@ -310,7 +335,44 @@ pub struct Manage {
     /// The simulator's legacy per-domain query, when the library is the
     /// simulator's stand-in (never on real Xen).
     sim_getinfo: Option<SimGetinfo>,
+    sim_bitmap: Option<SimBitmap>,
+    sim_map_bitmap: Option<SimMapBitmap>,
     _lib: Library,
+}
+
+/// Resolves an optional simulator-only function (`XENSIM_1.0`).
+///
+/// # Safety
+/// `F` must be the function's type in the simulator's stand-in.
+unsafe fn sim_func<F: Copy>(lib: &Library, name: &'static str) -> Option<F> {
+    let p = lib.symbol(name, "XENSIM_1.0").ok()?;
+    // SAFETY: per the contract; see `func`.
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// A read-only view of the simulator's shutdown|dying bitmap page (the
+/// mapped-page design): read without any call.
+pub struct BitmapView(NonNull<u64>);
+
+impl BitmapView {
+    /// The current bits (512 words).
+    pub fn read(&self) -> [u64; 512] {
+        let mut out = [0u64; 512];
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: the mapping holds 512 aligned words for the life of
+            // the process (the stand-in never unmaps it); the simulator
+            // writes it concurrently, hence atomic loads.
+            *o = unsafe {
+                &*self
+                    .0
+                    .as_ptr()
+                    .add(i)
+                    .cast::<std::sync::atomic::AtomicU64>()
+            }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
 }
 
 impl Manage {
@@ -324,10 +386,11 @@ impl Manage {
         let poll: MgPoll = unsafe { func(&lib, "xenmanage_poll_changed_domain") }?;
         // SAFETY: the type matches the simulator stand-in's export; the
         // symbol exists only there (version XENSIM_1.0).
-        let sim_getinfo = lib
-            .symbol("xensim_getinfo_single", "XENSIM_1.0")
-            .ok()
-            .map(|p| unsafe { std::mem::transmute_copy::<*mut c_void, SimGetinfo>(&p) });
+        let sim_getinfo = unsafe { sim_func::<SimGetinfo>(&lib, "xensim_getinfo_single") };
+        // SAFETY: as above.
+        let sim_bitmap = unsafe { sim_func::<SimBitmap>(&lib, "xensim_dying_bitmap") };
+        // SAFETY: as above.
+        let sim_map_bitmap = unsafe { sim_func::<SimMapBitmap>(&lib, "xensim_map_dying_bitmap") };
         // SAFETY: NULL logger, flags 0.
         let h = unsafe { open(std::ptr::null_mut(), 0) };
         let h = NonNull::new(h).ok_or_else(|| call_err("xenmanage_open"))?;
@@ -337,8 +400,45 @@ impl Manage {
             info,
             poll,
             sim_getinfo,
+            sim_bitmap,
+            sim_map_bitmap,
             _lib: lib,
         })
+    }
+
+    /// True if the simulator's bitmap calls are available.
+    pub fn has_bitmap(&self) -> bool {
+        self.sim_bitmap.is_some() && self.sim_map_bitmap.is_some()
+    }
+
+    /// The one-call shutdown|dying bitmap (simulator only).
+    pub fn dying_bitmap(&mut self) -> Result<[u64; 512], XenError> {
+        let f = self.sim_bitmap.ok_or(XenError::Symbol {
+            lib: "libxenmanage.so.1",
+            symbol: "xensim_dying_bitmap",
+            version: "XENSIM_1.0",
+        })?;
+        let mut bits = [0u64; 512];
+        // SAFETY: live handle; `bits` holds 512 words.
+        let r = unsafe { f(self.h.as_ptr(), bits.as_mut_ptr()) };
+        if r != 0 {
+            return Err(call_err("xensim_dying_bitmap"));
+        }
+        Ok(bits)
+    }
+
+    /// Maps the bitmap page the simulator keeps up to date (simulator only).
+    pub fn map_dying_bitmap(&mut self) -> Result<BitmapView, XenError> {
+        let f = self.sim_map_bitmap.ok_or(XenError::Symbol {
+            lib: "libxenmanage.so.1",
+            symbol: "xensim_map_dying_bitmap",
+            version: "XENSIM_1.0",
+        })?;
+        // SAFETY: live handle.
+        let p = unsafe { f(self.h.as_ptr()) };
+        NonNull::new(p.cast_mut())
+            .map(BitmapView)
+            .ok_or_else(|| call_err("xensim_map_dying_bitmap"))
     }
 
     /// True if the legacy per-domain query is available (the simulator's

@@ -64,6 +64,16 @@ pub enum Op {
     /// `[domid]` -> values: dying, shutdown, shutdown reason (the legacy
     /// per-domain query; simulator only).
     GetinfoSingle = 32,
+    /// `[]` -> text: path of a 4 KiB file now holding the shutdown|dying
+    /// bitmap (the proposed one-call design; counted; simulator only).
+    DyingBitmap = 33,
+    /// `[]` -> text: path of a 4 KiB file the simulator keeps up to date
+    /// with the bitmap from now on (the mapped-page design; no call per
+    /// event; simulator only).
+    MapDyingBitmap = 34,
+    /// `[domid]` -> a port of the caller's handle that fires when `domid`
+    /// shuts down, dies or goes (the per-domain death channel design).
+    BindDeathChannel = 35,
     /// `[want_domid or u64::MAX, caps]` -> domid (also makes its page).
     CreateDomain = 40,
     /// `[domid, reason]`.
@@ -102,6 +112,9 @@ impl Op {
             30 => DomainInfo,
             31 => PollChangedDomain,
             32 => GetinfoSingle,
+            33 => DyingBitmap,
+            34 => MapDyingBitmap,
+            35 => BindDeathChannel,
             40 => CreateDomain,
             41 => Shutdown,
             42 => Destroy,

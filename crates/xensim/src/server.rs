@@ -47,6 +47,8 @@ struct Handle {
 struct State {
     hyp: Hypervisor,
     dir: PathBuf,
+    /// Keep `dying-bitmap` up to date after every change (mapped design).
+    bitmap_mapped: bool,
     next_handle: u64,
     handles: HashMap<u64, Handle>,
     owner: HashMap<(u32, u32), u64>,
@@ -79,8 +81,28 @@ impl State {
         Ok(())
     }
 
+    fn bitmap_path(&self) -> PathBuf {
+        self.dir.join("dying-bitmap")
+    }
+
+    /// Writes the bitmap file in place (its mappings see the new bits).
+    fn write_bitmap(&self, bits: &[u64]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let bytes: Vec<u8> = bits.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(self.bitmap_path())?;
+        f.write_all_at(&bytes, 0)
+    }
+
     /// Hands every pending port to the handle that bound it.
     fn deliver(&mut self) {
+        if self.bitmap_mapped {
+            let bits = self.hyp.dying_bits();
+            let _ = self.write_bitmap(&bits);
+        }
         let domids: Vec<u32> = {
             let mut v: Vec<u32> = self.handles.values().map(|h| h.domid).collect();
             v.sort_unstable();
@@ -261,6 +283,35 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
             },
             Err(e) => Reply::err(errno(e)),
         },
+        Op::DyingBitmap => {
+            let bits = st.hyp.dying_bitmap();
+            match st.write_bitmap(&bits) {
+                Ok(()) => Reply {
+                    status: 0,
+                    vals: [0; 3],
+                    text: st.bitmap_path().to_string_lossy().into_owned(),
+                },
+                Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
+            }
+        }
+        Op::MapDyingBitmap => {
+            st.bitmap_mapped = true;
+            let bits = st.hyp.dying_bits();
+            match st.write_bitmap(&bits) {
+                Ok(()) => Reply {
+                    status: 0,
+                    vals: [0; 3],
+                    text: st.bitmap_path().to_string_lossy().into_owned(),
+                },
+                Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
+            }
+        }
+        Op::BindDeathChannel => r((|| {
+            let h = need_handle(c)?;
+            let p = st.hyp.bind_death_channel(c.domid, arg32(a[0])?)?;
+            st.owner.insert((c.domid, p), h);
+            Ok(p)
+        })()),
         Op::PollChangedDomain => match st.hyp.poll_changed_domain(c.domid) {
             Ok((d, i)) => Reply {
                 status: i64::from(d),
@@ -338,6 +389,7 @@ impl Sim {
         let mut st = State {
             hyp: Hypervisor::new(seed),
             dir: dir.to_path_buf(),
+            bitmap_mapped: false,
             next_handle: 1,
             handles: HashMap::new(),
             owner: HashMap::new(),

@@ -23,6 +23,7 @@ std::arch::global_asm!(
     ".symver xensim_xenevtchn_unbind, xenevtchn_unbind@@VERS_1.0",
     ".symver xensim_xenevtchn_unmask, xenevtchn_unmask@@VERS_1.0",
     ".symver xensim_xenevtchn_pending, xenevtchn_pending@@VERS_1.0",
+    ".symver xensim_impl_bind_death_channel, xensim_bind_death_channel@@XENSIM_1.0",
 );
 
 /// `XENEVTCHN_NO_CLOEXEC`.
@@ -158,4 +159,12 @@ pub unsafe extern "C" fn xensim_xenevtchn_pending(h: *mut c_void) -> c_int {
         Ok(()) => c_int::try_from(u32::from_ne_bytes(b)).unwrap_or(-1),
         Err(e) => fail(&e),
     }
+}
+
+/// Simulator only (`XENSIM_1.0`): the per-domain death channel design. A
+/// new port of this handle that fires when `domid` shuts down, dies or
+/// goes; or -1 with errno.
+#[no_mangle]
+pub extern "C" fn xensim_impl_bind_death_channel(h: *mut c_void, domid: u32) -> c_int {
+    call(h, Op::BindDeathChannel, &[u64::from(domid)])
 }

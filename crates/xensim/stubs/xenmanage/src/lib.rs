@@ -13,6 +13,8 @@ std::arch::global_asm!(
     ".symver xensim_xenmanage_get_domain_info, xenmanage_get_domain_info@@VERS_1.0",
     ".symver xensim_xenmanage_poll_changed_domain, xenmanage_poll_changed_domain@@VERS_1.0",
     ".symver xensim_impl_getinfo_single, xensim_getinfo_single@@XENSIM_1.0",
+    ".symver xensim_impl_dying_bitmap, xensim_dying_bitmap@@XENSIM_1.0",
+    ".symver xensim_impl_map_dying_bitmap, xensim_map_dying_bitmap@@XENSIM_1.0",
 );
 use xensim::protocol::Op;
 use xensim::Client;
@@ -201,4 +203,94 @@ pub unsafe extern "C" fn xensim_impl_getinfo_single(
             -1
         }
     }
+}
+
+/// Simulator only (`XENSIM_1.0`): the proposed one-call design. Fills
+/// `bits` (512 words, 4 KiB) with a bit per shutdown|dying domain.
+///
+/// # Safety
+/// `h` is a live handle; `bits` is writable for 512 `u64`.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_impl_dying_bitmap(h: *mut c_void, bits: *mut u64) -> c_int {
+    // SAFETY: per the contract.
+    let Some(c) = (unsafe { client(h) }) else {
+        set_errno(22);
+        return -1;
+    };
+    if bits.is_null() {
+        set_errno(22);
+        return -1;
+    }
+    let path = match c.call(Op::DyingBitmap, &[]) {
+        Ok(r) if r.status >= 0 => r.text,
+        Ok(r) => {
+            set_errno((-r.status) as c_int);
+            return -1;
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            return -1;
+        }
+    };
+    match std::fs::read(&path) {
+        Ok(b) if b.len() >= 4096 => {
+            for i in 0..512 {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+                // SAFETY: `bits` is writable for 512 words (contract).
+                unsafe { *bits.add(i) = u64::from_ne_bytes(w) };
+            }
+            0
+        }
+        Ok(_) => {
+            set_errno(5);
+            -1
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            -1
+        }
+    }
+}
+
+/// Simulator only (`XENSIM_1.0`): the mapped-page design. Returns a
+/// read-only mapping of 512 words the simulator keeps up to date, or NULL.
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xensim_impl_map_dying_bitmap(h: *mut c_void) -> *const u64 {
+    // SAFETY: per the contract.
+    let Some(c) = (unsafe { client(h) }) else {
+        set_errno(22);
+        return std::ptr::null();
+    };
+    let path = match c.call(Op::MapDyingBitmap, &[]) {
+        Ok(r) if r.status >= 0 => r.text,
+        _ => {
+            set_errno(5);
+            return std::ptr::null();
+        }
+    };
+    let Ok(f) = std::fs::File::open(&path) else {
+        set_errno(2);
+        return std::ptr::null();
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: one page of an open file, shared, read-only; it lives until
+    // the process ends (the daemon keeps it for its lifetime).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return std::ptr::null();
+    }
+    p.cast()
 }
