@@ -518,11 +518,17 @@ impl Hypervisor {
 
     // ----- event channels ------------------------------------------------
 
+    /// A free port of `domid`: the one after the highest in use (O(log n)),
+    /// or the lowest free one if the port space is exhausted at the top.
     fn free_port(&self, domid: u32) -> u32 {
-        let used = self.ports.get(&domid).map(|p| &p.bound);
-        (1..)
-            .find(|p| used.is_none_or(|u| !u.contains_key(p)))
-            .unwrap_or(1)
+        let Some(used) = self.ports.get(&domid).map(|p| &p.bound) else {
+            return 1;
+        };
+        match used.keys().next_back() {
+            None => 1,
+            Some(&top) if top < u32::MAX => top + 1,
+            Some(_) => (1..).find(|p| !used.contains_key(p)).unwrap_or(1),
+        }
     }
 
     /// Allocates an unbound port in `domid` that `remote` may bind to.

@@ -15,14 +15,23 @@
 use crate::node::Node;
 use crate::watch::Match;
 use indexmap::IndexMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use xenstore_proto::{PermList, XsError};
 
-/// The committed tree: nodes by canonical path, plus the generation counter.
+/// The committed tree: nodes by canonical path, the generation counter,
+/// and two reverse indexes kept in step with every change, so that removing
+/// a domain costs what it owns and what names it, not the size of the
+/// store: the nodes each domain owns, and the nodes whose ACL names it.
 #[derive(Debug, Default)]
 pub struct Db {
     nodes: HashMap<String, Node>,
     generation: u64,
+    by_owner: HashMap<u32, HashSet<String>>,
+    by_acl: HashMap<u32, HashSet<String>>,
+}
+
+fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
+    n.perms.entries()[1..].iter().map(|e| e.domid)
 }
 
 impl Db {
@@ -52,20 +61,87 @@ impl Db {
         self.generation
     }
 
+    fn index(&mut self, path: &str, n: &Node) {
+        self.by_owner
+            .entry(n.perms.owner())
+            .or_default()
+            .insert(path.to_owned());
+        for d in acl_domids(n) {
+            self.by_acl.entry(d).or_default().insert(path.to_owned());
+        }
+    }
+
+    fn unindex(&mut self, path: &str, n: &Node) {
+        let drop_from = |map: &mut HashMap<u32, HashSet<String>>, d: u32| {
+            if let Some(set) = map.get_mut(&d) {
+                set.remove(path);
+                if set.is_empty() {
+                    map.remove(&d);
+                }
+            }
+        };
+        drop_from(&mut self.by_owner, n.perms.owner());
+        for d in acl_domids(n) {
+            drop_from(&mut self.by_acl, d);
+        }
+    }
+
+    /// Stores a node under `path`, keeping the indexes.
+    fn put(&mut self, path: String, node: Node) {
+        if let Some(old) = self.nodes.remove(&path) {
+            self.unindex(&path, &old);
+        }
+        self.index(&path, &node);
+        self.nodes.insert(path, node);
+    }
+
+    /// Removes the node at `path`, keeping the indexes.
+    fn take(&mut self, path: &str) -> Option<Node> {
+        let old = self.nodes.remove(path)?;
+        self.unindex(path, &old);
+        Some(old)
+    }
+
+    /// True if the reverse indexes match the nodes (tests and `check`).
+    pub fn indexes_consistent(&self) -> bool {
+        let mut owner: HashMap<u32, HashSet<String>> = HashMap::new();
+        let mut acl: HashMap<u32, HashSet<String>> = HashMap::new();
+        for (p, n) in &self.nodes {
+            owner.entry(n.perms.owner()).or_default().insert(p.clone());
+            for d in acl_domids(n) {
+                acl.entry(d).or_default().insert(p.clone());
+            }
+        }
+        owner == self.by_owner && acl == self.by_acl
+    }
+
+    /// Paths of the nodes `domid` owns.
+    pub fn owned_by(&self, domid: u32) -> impl Iterator<Item = &String> {
+        self.by_owner.get(&domid).into_iter().flatten()
+    }
+
+    /// Paths of the nodes whose ACL (entries after the owner) names `domid`.
+    pub fn named_by_acl(&self, domid: u32) -> impl Iterator<Item = &String> {
+        self.by_acl.get(&domid).into_iter().flatten()
+    }
+
     /// Stores a node as it is (start-up, repairs).
     pub(crate) fn insert_raw(&mut self, path: String, mut node: Node) {
         node.generation = self.next_generation();
-        self.nodes.insert(path, node);
+        self.put(path, node);
     }
 
     /// Removes a node as it is (repairs).
     pub(crate) fn remove_raw(&mut self, path: &str) -> Option<Node> {
-        self.nodes.remove(path)
+        self.take(path)
     }
 
-    /// Mutable access for repairs (`check`).
-    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(path)
+    /// Removes a child name from a node in place (`check` repairs; the
+    /// indexes do not depend on child lists).
+    pub(crate) fn remove_child_raw(&mut self, path: &str, child: &str) {
+        if let Some(n) = self.nodes.get_mut(path) {
+            n.remove_child(child);
+        }
     }
 
     /// All nodes (reports, consistency checks).
@@ -265,10 +341,10 @@ impl Overlay {
             match e.node {
                 Some(mut n) => {
                     n.generation = db.next_generation();
-                    db.nodes.insert(path, n);
+                    db.put(path, n);
                 }
                 None => {
-                    db.nodes.remove(&path);
+                    db.take(&path);
                 }
             }
         }

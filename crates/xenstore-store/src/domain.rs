@@ -100,20 +100,20 @@ impl Store {
 
     fn remove_owned_nodes(&mut self, domid: u32, out: &mut Outcome) {
         // Top-most owned nodes: owned, and parent not owned (or special).
-        let mut tops: Vec<String> = Vec::new();
-        let mut strip: Vec<String> = Vec::new();
-        for (p, n) in self.db.iter() {
-            if n.perms.owner() == domid {
-                let parent_owned = path::parent(p)
+        // Both lists come from the tree's reverse indexes: the cost is what
+        // the domain owns and what names it, not the size of the store.
+        let mut tops: Vec<String> = self
+            .db
+            .owned_by(domid)
+            .filter(|p| p.as_str() != "/")
+            .filter(|p| {
+                path::parent(p)
                     .and_then(|pp| self.db.get(pp))
-                    .is_some_and(|pn| pn.perms.owner() == domid);
-                if !parent_owned && p != "/" {
-                    tops.push(p.clone());
-                }
-            } else if n.perms.entries()[1..].iter().any(|e| e.domid == domid) {
-                strip.push(p.clone());
-            }
-        }
+                    .is_none_or(|pn| pn.perms.owner() != domid)
+            })
+            .cloned()
+            .collect();
+        let strip: Vec<String> = self.db.named_by_acl(domid).cloned().collect();
         let ctx = crate::store::Ctx {
             conn: ConnId(u64::MAX),
             caller: crate::access::Caller {

@@ -852,9 +852,7 @@ impl Store {
         }
         for (p, c) in fix_children {
             problems.push(format!("{p}: child {c} missing"));
-            if let Some(n) = self.db.get_mut(&p) {
-                n.remove_child(&c);
-            }
+            self.db.remove_child_raw(&p, &c);
         }
         // Nodes their parent does not list.
         let orphans: Vec<String> = self

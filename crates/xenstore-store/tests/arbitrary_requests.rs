@@ -64,7 +64,13 @@ proptest! {
                 prop_assert_eq!(r.header.msg_type, t);
             }
         }
-        // Accounting stays consistent with the tree.
+        // Accounting and the reverse indexes stay consistent with the tree.
         prop_assert_eq!(store.recount(), 0);
+        prop_assert!(store.db().indexes_consistent());
+        // Removing the guest leaves nothing it owned or was named in.
+        store.remove_domain(5);
+        prop_assert_eq!(store.db().owned_by(5).count(), 0);
+        prop_assert_eq!(store.db().named_by_acl(5).count(), 0);
+        prop_assert!(store.db().indexes_consistent());
     }
 }
