@@ -1,12 +1,15 @@
 //! A node record: value, permissions, child list, generation.
 //!
-//! The child list is kept the way it goes on the wire: names in creation
-//! order, each followed by a NUL. DIRECTORY replies with it as it is, and
-//! DIRECTORY_PART slices it by byte offset, exactly as C xenstored does.
-//! Values and child lists are reference-counted ([`Bytes`]), so copying a
-//! node into a transaction costs a few reference increments.
+//! The child list keeps names in creation order (DIRECTORY lists them so)
+//! in persistent maps: adding or removing a child costs O(log n) whatever
+//! the number of siblings (`/local/domain` may have 32751), and copying a
+//! node into a transaction costs a few reference increments. The wire form
+//! (each name NUL-terminated) is made only for DIRECTORY and
+//! DIRECTORY_PART, whose replies are that size anyway; its length is kept,
+//! for the node-size quota and E2BIG.
 
 use bytes::Bytes;
+use std::sync::Arc;
 use xenstore_proto::PermList;
 
 /// Size of C xenstored's node header (generation, perm count, data and
@@ -15,6 +18,76 @@ pub const NODE_HEADER_SIZE: usize = 16;
 /// Size of one permission entry in a C node record.
 pub const PERM_ENTRY_SIZE: usize = 8;
 
+/// Child names in creation order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Children {
+    by_seq: imbl::OrdMap<u64, Arc<str>>,
+    seq_of: imbl::HashMap<Arc<str>, u64>,
+    next: u64,
+    wire_len: usize,
+}
+
+impl Children {
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// True without children.
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// Bytes of the wire form (names plus a NUL each).
+    pub fn wire_len(&self) -> usize {
+        self.wire_len
+    }
+
+    /// The names, in creation order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_seq.values().map(|s| &**s)
+    }
+
+    /// True if `name` is a child.
+    pub fn contains(&self, name: &str) -> bool {
+        self.seq_of.contains_key(name)
+    }
+
+    /// Appends `name` (nothing if already there).
+    pub fn add(&mut self, name: &str) {
+        if self.contains(name) {
+            return;
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.by_seq.insert(self.next, n.clone());
+        self.seq_of.insert(n, self.next);
+        self.next += 1;
+        self.wire_len += name.len() + 1;
+    }
+
+    /// Removes `name`; false if it was not there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.seq_of.remove(name) {
+            Some(seq) => {
+                self.by_seq.remove(&seq);
+                self.wire_len -= name.len() + 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The wire form: every name followed by a NUL, in creation order.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.wire_len);
+        for n in self.names() {
+            v.extend_from_slice(n.as_bytes());
+            v.push(0);
+        }
+        v
+    }
+}
+
 /// One node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -22,8 +95,8 @@ pub struct Node {
     pub value: Bytes,
     /// Owner first, then the ACL.
     pub perms: PermList,
-    /// Child names in creation order, each NUL-terminated.
-    pub children: Bytes,
+    /// Child names in creation order.
+    pub children: Children,
     /// Global generation of the last change to this node (value, perms or
     /// child list).
     pub generation: u64,
@@ -35,53 +108,34 @@ impl Node {
         Node {
             value: Bytes::new(),
             perms,
-            children: Bytes::new(),
+            children: Children::default(),
             generation: 0,
         }
     }
 
     /// The child names, in creation order.
     pub fn child_names(&self) -> impl Iterator<Item = &str> {
-        self.children
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            // Child names were validated paths components: ASCII.
-            .map(|s| std::str::from_utf8(s).unwrap_or(""))
+        self.children.names()
     }
 
     /// Number of children.
     pub fn child_count(&self) -> usize {
-        self.children.iter().filter(|&&b| b == 0).count()
+        self.children.len()
     }
 
     /// True if `name` is a child.
     pub fn has_child(&self, name: &str) -> bool {
-        self.child_names().any(|c| c == name)
+        self.children.contains(name)
     }
 
     /// Appends a child name.
     pub fn add_child(&mut self, name: &str) {
-        let mut v = Vec::with_capacity(self.children.len() + name.len() + 1);
-        v.extend_from_slice(&self.children);
-        v.extend_from_slice(name.as_bytes());
-        v.push(0);
-        self.children = Bytes::from(v);
+        self.children.add(name);
     }
 
     /// Removes a child name; false if it was not there.
     pub fn remove_child(&mut self, name: &str) -> bool {
-        let mut off = 0;
-        for c in self.children.split(|&b| b == 0) {
-            if c == name.as_bytes() && off + c.len() < self.children.len() {
-                let mut v = Vec::with_capacity(self.children.len() - c.len() - 1);
-                v.extend_from_slice(&self.children[..off]);
-                v.extend_from_slice(&self.children[off + c.len() + 1..]);
-                self.children = Bytes::from(v);
-                return true;
-            }
-            off += c.len() + 1;
-        }
-        false
+        self.children.remove(name)
     }
 
     /// The size C xenstored accounts for this record (node-size quota and
@@ -90,7 +144,7 @@ impl Node {
         NODE_HEADER_SIZE
             + PERM_ENTRY_SIZE * self.perms.len()
             + self.value.len()
-            + self.children.len()
+            + self.children.wire_len()
     }
 }
 
@@ -105,14 +159,20 @@ mod tests {
         n.add_child("b");
         n.add_child("a");
         n.add_child("c");
-        assert_eq!(&n.children[..], b"b\0a\0c\0");
+        n.add_child("a");
+        assert_eq!(n.children.to_wire(), b"b\0a\0c\0");
         assert!(n.remove_child("a"));
         assert!(!n.remove_child("a"));
         assert!(!n.remove_child(""));
-        assert_eq!(&n.children[..], b"b\0c\0");
+        assert_eq!(n.children.to_wire(), b"b\0c\0");
         n.add_child("a");
         assert_eq!(n.child_names().collect::<Vec<_>>(), ["b", "c", "a"]);
         assert_eq!(n.child_count(), 3);
+        assert_eq!(n.children.wire_len(), 6);
         assert_eq!(n.acc_size(), 16 + 8 + 6);
+        // A copy is independent.
+        let mut m = n.clone();
+        m.remove_child("b");
+        assert!(n.has_child("b") && !m.has_child("b"));
     }
 }

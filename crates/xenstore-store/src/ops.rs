@@ -157,10 +157,10 @@ impl Store {
         let children = self
             .readable_node(ctx, tx, args::one_arg(p)?, false)?
             .children;
-        if children.len() > PAYLOAD_MAX {
+        if children.wire_len() > PAYLOAD_MAX {
             return Err(XsError::E2big);
         }
-        Ok(children.to_vec())
+        Ok(children.to_wire())
     }
 
     pub(crate) fn op_directory_part(
@@ -176,7 +176,8 @@ impl Store {
         let off = usize::try_from(off).unwrap_or(usize::MAX);
         let mut out = nul_terminated(node.generation.to_string());
         let genlen = out.len();
-        let list = &node.children[..];
+        let wire = node.children.to_wire();
+        let list = &wire[..];
         if off >= list.len() {
             out.push(0);
             return Ok(out);

@@ -34,8 +34,9 @@ struct Args {
         default_value = "poll,legacy,bitmap,mapped,channel"
     )]
     strategies: Vec<String>,
-    /// Numbers of live introduced domains.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000,32752")]
+    /// Numbers of live introduced guest domains. 32751 is the most there
+    /// can be: with dom0 they use all 32752 domids below DOMID_FIRST_RESERVED.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000,32751")]
     sizes: Vec<usize>,
     /// Deaths measured per point.
     #[arg(long, default_value_t = 20)]
