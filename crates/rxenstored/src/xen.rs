@@ -451,15 +451,19 @@ impl Xen {
                 None => return Vec::new(),
             },
         };
-        let mut set: Vec<u32> = self
-            .by_domid
-            .keys()
-            .copied()
-            .filter(|&d| {
-                bits.get(d as usize / 64)
-                    .is_some_and(|w| w & (1u64 << (d % 64)) != 0)
-            })
-            .collect();
+        // Walk the set bits (512 words), not the domains served.
+        let mut set = Vec::new();
+        for (w, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                let b = word.trailing_zeros();
+                word &= word - 1;
+                let d = w as u32 * 64 + b;
+                if self.by_domid.contains_key(&d) {
+                    set.push(d);
+                }
+            }
+        }
         set.sort_unstable();
         set.into_iter().filter_map(|d| self.followup(d)).collect()
     }

@@ -196,6 +196,8 @@ struct Ports {
 #[derive(Debug)]
 pub struct Hypervisor {
     domains: BTreeMap<u32, Domain>,
+    /// Shutdown|dying|dead bits, kept in step with every transition.
+    dying: Box<[u64; DYING_BITMAP_WORDS]>,
     /// Per-domain death channels: domid -> (watcher domain, its port).
     death_channels: HashMap<u32, Vec<(u32, u32)>>,
     last_domid: u32,
@@ -215,6 +217,7 @@ impl Hypervisor {
     pub fn new(seed: u64) -> Hypervisor {
         let mut h = Hypervisor {
             domains: BTreeMap::new(),
+            dying: Box::new([0u64; DYING_BITMAP_WORDS]),
             death_channels: HashMap::new(),
             last_domid: 0,
             uid: seed | 1,
@@ -272,7 +275,24 @@ impl Hypervisor {
             .unwrap_or_default()
     }
 
+    /// Updates the shutdown|dying bit of `domid` from its life.
+    fn refresh_dying(&mut self, domid: u32) {
+        let on = self
+            .domains
+            .get(&domid)
+            .is_some_and(|d| !matches!(d.life, Life::Running));
+        let (w, b) = (domid as usize / 64, domid % 64);
+        if let Some(word) = self.dying.get_mut(w) {
+            if on {
+                *word |= 1u64 << b;
+            } else {
+                *word &= !(1u64 << b);
+            }
+        }
+    }
+
     fn mark(&mut self, domid: u32, virq: bool) {
+        self.refresh_dying(domid);
         if let Some(bits) = &mut self.changed {
             let i = domid as usize;
             if let Some(w) = bits.get_mut(i / 64) {
@@ -351,6 +371,7 @@ impl Hypervisor {
             return Err(Errno::Einval);
         }
         d.life = Life::Running;
+        self.refresh_dying(domid);
         Ok(())
     }
 
@@ -380,6 +401,7 @@ impl Hypervisor {
     pub fn begin_destroy(&mut self, domid: u32) -> Result<(), Errno> {
         let d = self.domains.get_mut(&domid).ok_or(Errno::Esrch)?;
         d.life = Life::Dying;
+        self.refresh_dying(domid);
         Ok(())
     }
 
@@ -471,14 +493,7 @@ impl Hypervisor {
     /// (no call counted: this is also what a page mapped read-only from the
     /// hypervisor would show).
     pub fn dying_bits(&self) -> [u64; DYING_BITMAP_WORDS] {
-        let mut bits = [0u64; DYING_BITMAP_WORDS];
-        for d in self.domains.values() {
-            if !matches!(d.life, Life::Running) {
-                let i = d.domid as usize;
-                bits[i / 64] |= 1u64 << (i % 64);
-            }
-        }
-        bits
+        *self.dying
     }
 
     /// The proposed one-call bitmap of shutdown|dying domains.

@@ -96,6 +96,12 @@ proptest! {
                 .map(|d| (d.domid, h.clone_info(d.domid)))
                 .collect();
             prop_assert_eq!(&view, &truth);
+            // The incremental shutdown|dying bitmap matches the domains.
+            let mut bits = [0u64; xensim::hypervisor::DYING_BITMAP_WORDS];
+            for d in h.domains().filter(|d| d.life != xensim::Life::Running) {
+                bits[d.domid as usize / 64] |= 1u64 << (d.domid % 64);
+            }
+            prop_assert_eq!(h.dying_bits(), bits);
         }
     }
 }
