@@ -81,6 +81,19 @@ pub struct Ring {
 }
 
 impl Ring {
+    fn new(domid: u32, conn: ConnId, port: u32, page: MappedPage, features: u32) -> Ring {
+        Ring {
+            domid,
+            conn,
+            port,
+            page,
+            decoder: Decoder::new(),
+            out: VecDeque::new(),
+            broken: false,
+            features,
+        }
+    }
+
     /// Copies as much queued output into the ring as fits. Returns bytes
     /// moved, or the ring error.
     pub fn write_out(&mut self) -> Result<usize, ring::RingError> {
@@ -384,16 +397,7 @@ impl Xen {
                 self.unique_ids.insert(domid, info.unique_id);
             }
         }
-        self.register(Ring {
-            domid,
-            conn,
-            port,
-            page,
-            decoder: Decoder::new(),
-            out: VecDeque::new(),
-            broken: false,
-            features,
-        });
+        self.register(Ring::new(domid, conn, port, page, features));
         if kick {
             self.notify(port);
         }
@@ -488,16 +492,7 @@ impl Xen {
             .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
         page.store_u32(ring::SERVER_FEATURES, features);
         let _ = self.reset_page(&page);
-        self.register(Ring {
-            domid,
-            conn,
-            port,
-            page,
-            decoder: Decoder::new(),
-            out: VecDeque::new(),
-            broken: false,
-            features,
-        });
+        self.register(Ring::new(domid, conn, port, page, features));
         self.notify(port);
         Ok(port)
     }

@@ -173,6 +173,18 @@ struct Conn {
     handle: Option<u64>,
 }
 
+/// Writes the bitmap file and answers its path.
+fn bitmap_reply(st: &State, bits: &[u64]) -> Reply {
+    match st.write_bitmap(bits) {
+        Ok(()) => Reply {
+            status: 0,
+            vals: [0; 3],
+            text: st.bitmap_path().to_string_lossy().into_owned(),
+        },
+        Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
+    }
+}
+
 fn r<T: Into<i64>>(x: Result<T, Errno>) -> Reply {
     match x {
         Ok(v) => Reply::ok(v.into()),
@@ -311,26 +323,12 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
         },
         Op::DyingBitmap => {
             let bits = st.hyp.dying_bitmap();
-            match st.write_bitmap(&bits) {
-                Ok(()) => Reply {
-                    status: 0,
-                    vals: [0; 3],
-                    text: st.bitmap_path().to_string_lossy().into_owned(),
-                },
-                Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
-            }
+            bitmap_reply(st, &bits)
         }
         Op::MapDyingBitmap => {
             st.bitmap_mapped = true;
             let bits = st.hyp.dying_bits();
-            match st.write_bitmap(&bits) {
-                Ok(()) => Reply {
-                    status: 0,
-                    vals: [0; 3],
-                    text: st.bitmap_path().to_string_lossy().into_owned(),
-                },
-                Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
-            }
+            bitmap_reply(st, &bits)
         }
         Op::BindDeathChannel => r((|| {
             let h = need_handle(c)?;

@@ -69,6 +69,22 @@ unsafe fn store(v: [u64; 3], state: *mut c_uint, caps: *mut c_uint, uid: *mut u6
     }
 }
 
+/// One simulator call: the reply when it succeeded; otherwise errno is
+/// set (from the reply, or EIO for a broken connection) and `None`.
+fn ok_reply(c: &mut Client, op: Op, args: &[u64]) -> Option<xensim::protocol::Reply> {
+    match c.call(op, args) {
+        Ok(r) if r.status >= 0 => Some(r),
+        Ok(r) => {
+            set_errno(i32::try_from(-r.status).unwrap_or(22));
+            None
+        }
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(5));
+            None
+        }
+    }
+}
+
 /// # Safety
 /// `h` is a live handle or NULL.
 unsafe fn client<'a>(h: *mut c_void) -> Option<&'a mut Client> {
@@ -98,21 +114,12 @@ pub unsafe extern "C" fn xensim_xenmanage_get_domain_info(
         set_errno(22);
         return -1;
     }
-    match c.call(Op::DomainInfo, &[u64::from(domid)]) {
-        Ok(r) if r.status >= 0 => {
-            // SAFETY: per the contract.
-            unsafe { store(r.vals, state, caps, uid) };
-            0
-        }
-        Ok(r) => {
-            set_errno((-r.status) as c_int);
-            -1
-        }
-        Err(e) => {
-            set_errno(e.raw_os_error().unwrap_or(5));
-            -1
-        }
-    }
+    let Some(r) = ok_reply(c, Op::DomainInfo, &[u64::from(domid)]) else {
+        return -1;
+    };
+    // SAFETY: per the contract.
+    unsafe { store(r.vals, state, caps, uid) };
+    0
 }
 
 /// `xenmanage_poll_changed_domain`: 0 and one domain, or -1 with ENOENT
@@ -137,24 +144,15 @@ pub unsafe extern "C" fn xensim_xenmanage_poll_changed_domain(
         set_errno(22);
         return -1;
     }
-    match c.call(Op::PollChangedDomain, &[]) {
-        Ok(r) if r.status >= 0 => {
-            // SAFETY: per the contract.
-            unsafe {
-                *domid = r.status as c_uint;
-                store(r.vals, state, caps, uid);
-            }
-            0
-        }
-        Ok(r) => {
-            set_errno((-r.status) as c_int);
-            -1
-        }
-        Err(e) => {
-            set_errno(e.raw_os_error().unwrap_or(5));
-            -1
-        }
+    let Some(r) = ok_reply(c, Op::PollChangedDomain, &[]) else {
+        return -1;
+    };
+    // SAFETY: per the contract.
+    unsafe {
+        *domid = r.status as c_uint;
+        store(r.vals, state, caps, uid);
     }
+    0
 }
 
 /// Simulator only, not part of Xen's interface (version `XENSIM_1.0`): the
