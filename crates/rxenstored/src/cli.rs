@@ -144,13 +144,15 @@ pub struct Options {
     )]
     pub xsd_port: PathBuf,
 
-    /// How to learn which domain changed state: `poll` (libxenmanage's
-    /// changed-domain feed, the only stable way), or, on the simulator only
-    /// and for measurements, `legacy` (a query per known domain, as
-    /// oxenstored does), `bitmap` (one call for a shutdown|dying bitmap),
-    /// `mapped` (that bitmap on a mapped page) or `channel` (a death event
-    /// channel per domain).
-    #[arg(long = "domain-state", value_enum, default_value_t = DomainStateArg::Poll)]
+    /// How to learn which domain exists and which changed state: `auto`
+    /// (default: libxenmanage when the hypervisor answers it, Xen 4.21+;
+    /// else the domain list through libxencall when the hypervisor's
+    /// version is known, Xen 4.17 to 4.22; else none), `poll`
+    /// (libxenmanage's changed-domain feed), `getdomaininfolist` (the list
+    /// of domains through libxencall), `none` (deaths only through
+    /// RELEASE), or, on the simulator only and for measurements, `legacy`
+    /// (a query per known domain), `bitmap`, `mapped` or `channel`.
+    #[arg(long = "domain-state", value_enum, default_value_t = DomainStateArg::Auto)]
     pub domain_state: DomainStateArg,
 
     /// Do not use Xen at all: serve the Unix socket only.
@@ -178,8 +180,14 @@ pub struct Options {
 /// `--domain-state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DomainStateArg {
+    /// The best this host offers.
+    Auto,
     /// xenmanage_poll_changed_domain (Xen 4.21+).
     Poll,
+    /// XEN_SYSCTL_getdomaininfolist through libxencall (Xen 4.17-4.22).
+    Getdomaininfolist,
+    /// No domain state.
+    None,
     /// One query per known domain (simulator only).
     Legacy,
     /// One call returning a 4 KiB shutdown|dying bitmap (simulator only).

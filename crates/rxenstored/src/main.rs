@@ -139,11 +139,14 @@ fn run(opts: &Options) -> Result<(), String> {
                 .as_ref()
                 .map_or_else(|| opts.xsd_port.clone(), |s| s.dir.join("xsd_port")),
             strategy: match opts.domain_state {
-                cli::DomainStateArg::Poll => xen::Strategy::Poll,
-                cli::DomainStateArg::Legacy => xen::Strategy::Legacy,
-                cli::DomainStateArg::Bitmap => xen::Strategy::Bitmap,
-                cli::DomainStateArg::Mapped => xen::Strategy::Mapped,
-                cli::DomainStateArg::Channel => xen::Strategy::Channel,
+                cli::DomainStateArg::Auto => None,
+                cli::DomainStateArg::Poll => Some(xen::Strategy::Poll),
+                cli::DomainStateArg::Getdomaininfolist => Some(xen::Strategy::DomainList),
+                cli::DomainStateArg::None => Some(xen::Strategy::NoState),
+                cli::DomainStateArg::Legacy => Some(xen::Strategy::Legacy),
+                cli::DomainStateArg::Bitmap => Some(xen::Strategy::Bitmap),
+                cli::DomainStateArg::Mapped => Some(xen::Strategy::Mapped),
+                cli::DomainStateArg::Channel => Some(xen::Strategy::Channel),
             },
         }),
     };

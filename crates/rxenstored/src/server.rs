@@ -91,7 +91,7 @@ pub enum StartError {
     Poll(io::Error),
     /// The Xen configuration asked for cannot work.
     #[error("{0}")]
-    Xen(xen_stable::XenError),
+    Xen(crate::xen::OpenError),
 }
 
 struct Queued {
@@ -194,12 +194,10 @@ impl Server {
                     tracing::info!("Xen interfaces open: serving guests");
                     Some(x)
                 }
-                Err(e @ xen_stable::XenError::Symbol { .. })
-                    if xc.strategy != crate::xen::Strategy::Poll =>
-                {
+                Err(e @ crate::xen::OpenError::DomainState(_)) => {
                     return Err(StartError::Xen(e));
                 }
-                Err(e) => {
+                Err(crate::xen::OpenError::NoXen(e)) => {
                     tracing::warn!("no Xen interface ({e}): serving the socket only");
                     None
                 }
@@ -659,6 +657,11 @@ impl Server {
         for c in changes {
             match c {
                 Change::Shutdown(d) => {
+                    // Reported again while still shut down (the domain
+                    // list reports state, not changes): nothing new.
+                    if self.store.domain(d).is_some_and(|x| x.shutdown) {
+                        continue;
+                    }
                     let ev = self.store.domain_shutdown(d);
                     if !ev.is_empty() || self.store.domain(d).is_some_and(|x| x.shutdown) {
                         generic = true;

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use xen_stable::domlist::DomainList;
 use xen_stable::libs::{BitmapView, Evtchn, Gnttab, Manage, XenLibs};
 use xen_stable::{DomainStates, EventChannels, GrantMapper, MappedPage, XenError};
 use xenstore_proto::ring::{self, RingPage};
@@ -37,8 +38,9 @@ pub struct XenConfig {
     pub xsd_kva: PathBuf,
     /// The local domain's xenstore port (`/proc/xen/xsd_port`).
     pub xsd_port: PathBuf,
-    /// How deaths are found on `VIRQ_DOM_EXC`.
-    pub strategy: Strategy,
+    /// How deaths are found on `VIRQ_DOM_EXC` (`None`: the best this host
+    /// offers).
+    pub strategy: Option<Strategy>,
 }
 
 /// How the daemon learns which domain changed state on `VIRQ_DOM_EXC`.
@@ -60,6 +62,12 @@ pub enum Strategy {
     /// A death event channel bound per domain: the port names the domain.
     /// Simulator only.
     Channel,
+    /// Before Xen 4.21: the list of all domains
+    /// (`XEN_SYSCTL_getdomaininfolist` through libxencall), diffed against
+    /// the domains served; its layout is chosen by hypervisor version.
+    DomainList,
+    /// No domain state: deaths only through RELEASE.
+    NoState,
 }
 
 /// One guest's ring connection.
@@ -165,11 +173,23 @@ pub struct Xen {
     evtchn: Evtchn,
     gnttab: Gnttab,
     manage: Option<Manage>,
+    domlist: Option<DomainList>,
     virq: Option<u32>,
     rings: HashMap<u32, Ring>,
     by_domid: HashMap<u32, u32>,
     by_conn: HashMap<ConnId, u32>,
     unique_ids: HashMap<u32, u64>,
+}
+
+/// Why the Xen side could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No event channel or grant interface: no Xen here (socket only).
+    #[error("{0}")]
+    NoXen(XenError),
+    /// The domain-state backend asked for cannot be used.
+    #[error("--domain-state: {0}")]
+    DomainState(XenError),
 }
 
 /// Maps a failure of the hypervisor interface to a protocol error (codes
@@ -184,39 +204,39 @@ pub fn xs_error(e: &XenError) -> XsError {
 }
 
 impl Xen {
-    /// Opens the event channel and grant interfaces (required) and
-    /// libxenmanage (optional: without it there is no stable way to learn
-    /// of domain deaths, so only RELEASE removes domains), and binds
-    /// `VIRQ_DOM_EXC`.
-    pub fn open(cfg: &XenConfig) -> Result<Xen, XenError> {
+    /// Opens the event channel and grant interfaces (required), then the
+    /// domain-state backend: the one `cfg.strategy` names, or, without
+    /// one, the best this host offers (see [`Xen::choose`]); binds
+    /// `VIRQ_DOM_EXC` when there is a backend to ask on it.
+    pub fn open(cfg: &XenConfig) -> Result<Xen, OpenError> {
         let libs = XenLibs::new(cfg.lib_dir.as_deref());
-        let mut evtchn = libs.evtchn()?;
-        let gnttab = libs.gnttab()?;
-        let (manage, virq) = match libs.manage() {
-            Ok(m) => match evtchn.bind_virq(xen_stable::VIRQ_DOM_EXC) {
-                Ok(p) => (Some(m), Some(p)),
+        let mut evtchn = libs.evtchn().map_err(OpenError::NoXen)?;
+        let gnttab = libs.gnttab().map_err(OpenError::NoXen)?;
+        let (strategy, manage, domlist) = Xen::choose(cfg.strategy, &libs)?;
+        let virq = if strategy == Strategy::NoState {
+            None
+        } else {
+            match evtchn.bind_virq(xen_stable::VIRQ_DOM_EXC) {
+                Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot bind VIRQ_DOM_EXC ({e}): domain deaths will not be noticed"
+                    tracing::error!(
+                        "cannot bind VIRQ_DOM_EXC ({e}): domain deaths will not be noticed \
+                         (is another xenstored running?)"
                     );
-                    (Some(m), None)
+                    None
                 }
-            },
-            Err(e) => {
-                tracing::warn!(
-                    "{e}: domain deaths will not be noticed (only RELEASE removes domains)"
-                );
-                (None, None)
             }
         };
-        let needs = |lib: &'static str, symbol: &'static str| XenError::Symbol {
-            lib,
-            symbol,
-            version: "XENSIM_1.0 (this --domain-state runs on the simulator only)",
+        let needs = |lib: &'static str, symbol: &'static str| {
+            OpenError::DomainState(XenError::Symbol {
+                lib,
+                symbol,
+                version: "XENSIM_1.0 (this --domain-state runs on the simulator only)",
+            })
         };
         let mut manage = manage;
-        let bitmap = match cfg.strategy {
-            Strategy::Poll => None,
+        let bitmap = match strategy {
+            Strategy::Poll | Strategy::DomainList | Strategy::NoState => None,
             Strategy::Legacy if manage.as_ref().is_some_and(Manage::has_legacy_query) => None,
             Strategy::Legacy => return Err(needs("libxenmanage.so.1", "xensim_getinfo_single")),
             Strategy::Bitmap if manage.as_ref().is_some_and(Manage::has_bitmap) => None,
@@ -231,19 +251,91 @@ impl Xen {
             }
         };
         Ok(Xen {
-            strategy: cfg.strategy,
+            strategy,
             bitmap,
             death_ports: HashMap::new(),
             death_of: HashMap::new(),
             evtchn,
             gnttab,
             manage,
+            domlist,
             virq,
             rings: HashMap::new(),
             by_domid: HashMap::new(),
             by_conn: HashMap::new(),
             unique_ids: HashMap::new(),
         })
+    }
+
+    /// Picks the domain-state backend and says which in one log line.
+    ///
+    /// Without `--domain-state`: libxenmanage when it loads and the
+    /// hypervisor answers it (Xen 4.21+, stable); otherwise the domain list
+    /// through libxencall when the hypervisor's version is in the layout
+    /// table (Xen 4.17 to 4.22); otherwise none (one error line: deaths
+    /// are then noticed only through RELEASE, and only domains that have a
+    /// ring count as existing, so that no right is ever granted to a domain
+    /// that may not exist). A backend named on the command line that cannot
+    /// be opened is an error.
+    #[allow(clippy::type_complexity)]
+    fn choose(
+        asked: Option<Strategy>,
+        libs: &XenLibs,
+    ) -> Result<(Strategy, Option<Manage>, Option<DomainList>), OpenError> {
+        let explicit = |e: XenError| OpenError::DomainState(e);
+        match asked {
+            Some(Strategy::NoState) => {
+                tracing::warn!(
+                    "domain state: none (--domain-state none): domain deaths are noticed only \
+                     through RELEASE"
+                );
+                return Ok((Strategy::NoState, None, None));
+            }
+            Some(Strategy::DomainList) => {
+                let l = libs.domain_list().map_err(explicit)?;
+                log_domain_list(&l, "asked for with --domain-state");
+                return Ok((Strategy::DomainList, None, Some(l)));
+            }
+            Some(s) => {
+                let mut m = libs.manage().map_err(explicit)?;
+                if s == Strategy::Poll {
+                    usable(&mut m).map_err(explicit)?;
+                    tracing::info!(
+                        "domain state: libxenmanage's changed-domain feed (stable, Xen 4.21+), \
+                         asked for with --domain-state"
+                    );
+                }
+                return Ok((s, Some(m), None));
+            }
+            None => {}
+        }
+        let why_not_manage = match libs.manage() {
+            Ok(mut m) => match usable(&mut m) {
+                Ok(()) => {
+                    tracing::info!(
+                        "domain state: libxenmanage's changed-domain feed (stable interface of \
+                         Xen 4.21+)"
+                    );
+                    return Ok((Strategy::Poll, Some(m), None));
+                }
+                Err(e) => format!("libxenmanage.so.1 loads but the hypervisor refuses it ({e})"),
+            },
+            Err(e) => e.to_string(),
+        };
+        match libs.domain_list() {
+            Ok(l) => {
+                log_domain_list(&l, &why_not_manage);
+                Ok((Strategy::DomainList, None, Some(l)))
+            }
+            Err(e) => {
+                tracing::error!(
+                    "domain state: none: {why_not_manage}; {e}. Domain deaths will be noticed \
+                     only through RELEASE, and only domains with a ring count as existing \
+                     (guests cannot be given rights before INTRODUCE)"
+                );
+                Ok((Strategy::NoState, None, None))
+            }
+        }
     }
 
     /// The event-channel descriptor to poll.
@@ -309,6 +401,15 @@ impl Xen {
     /// start-up.
     pub fn existing_domains(&mut self) -> Vec<(u32, xen_stable::DomainInfo)> {
         let mut v = Vec::new();
+        if let Some(l) = &mut self.domlist {
+            match l.range(0, xen_stable::domlist::DOMID_FIRST_RESERVED - 1) {
+                Ok(all) => return all.iter().map(|d| (d.domid, d.info())).collect(),
+                Err(e) => {
+                    tracing::warn!("listing domains at start-up: {e}");
+                    return v;
+                }
+            }
+        }
         if self.virq.is_none() {
             return v;
         }
@@ -395,6 +496,10 @@ impl Xen {
         if let Some(m) = &mut self.manage {
             if let Ok(info) = m.get_domain_info(domid) {
                 self.unique_ids.insert(domid, info.unique_id);
+            }
+        } else if let Some(l) = &mut self.domlist {
+            if let Ok(Some(d)) = l.get(domid) {
+                self.unique_ids.insert(domid, d.identity());
             }
         }
         self.register(Ring::new(domid, conn, port, page, features));
@@ -537,6 +642,8 @@ impl Xen {
     pub fn changes(&mut self) -> Vec<Change> {
         match self.strategy {
             Strategy::Poll => self.poll_changes(),
+            Strategy::DomainList => self.list_changes(),
+            Strategy::NoState => Vec::new(),
             Strategy::Legacy => self.scan_changes(),
             Strategy::Bitmap | Strategy::Mapped => self.bitmap_changes(),
             // Deaths arrive on their own ports; the VIRQ carries nothing.
@@ -562,6 +669,37 @@ impl Xen {
             }
         }
         out
+    }
+
+    /// Before 4.21: the list of domains from the lowest to the highest domid
+    /// served (one call per 512 domains), diffed against the domains
+    /// served.
+    fn list_changes(&mut self) -> Vec<Change> {
+        let Some(l) = &mut self.domlist else {
+            return Vec::new();
+        };
+        let mut served: Vec<u32> = self.by_domid.keys().copied().collect();
+        served.sort_unstable();
+        let (Some(&lo), Some(&hi)) = (served.first(), served.last()) else {
+            return Vec::new();
+        };
+        let listed = match l.range(lo, hi) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return Vec::new();
+            }
+        };
+        served
+            .into_iter()
+            .filter_map(|d| {
+                let found = listed
+                    .binary_search_by_key(&d, |x| x.domid)
+                    .ok()
+                    .and_then(|i| listed.get(i));
+                classify_listed(d, found, self.unique_ids.get(&d).copied())
+            })
+            .collect()
     }
 
     /// The changed-domain feed (libxenmanage).
@@ -590,16 +728,25 @@ impl Xen {
         out
     }
 
-    /// Whether a domain exists in the hypervisor (libxenmanage; without
-    /// it, only domains with a ring are known).
+    /// Whether a domain exists in the hypervisor (libxenmanage, or the
+    /// domain list; without either, only domains with a ring are known).
     pub fn domain_exists(&mut self, domid: u32) -> bool {
         if domid >= xenstore_proto::DOMID_FIRST_RESERVED {
             return false;
         }
-        match &mut self.manage {
-            Some(m) => m.get_domain_info(domid).is_ok_and(|i| i.exists()),
-            None => self.by_domid.contains_key(&domid),
+        if let Some(m) = &mut self.manage {
+            return m.get_domain_info(domid).is_ok_and(|i| i.exists());
         }
+        if let Some(l) = &mut self.domlist {
+            return match l.get(domid) {
+                Ok(found) => found.is_some(),
+                Err(e) => {
+                    tracing::warn!("does domain {domid} exist? {e}");
+                    self.by_domid.contains_key(&domid)
+                }
+            };
+        }
+        self.by_domid.contains_key(&domid)
     }
 }
 
@@ -617,6 +764,45 @@ pub fn classify(
     if !info.exists() || info.state & xen_stable::state::DEAD != 0 || reused {
         Some(Change::Gone(domid))
     } else if info.state & xen_stable::state::SHUTDOWN != 0 {
+        Some(Change::Shutdown(domid))
+    } else {
+        None
+    }
+}
+
+/// libxenmanage is usable if the hypervisor answers it: before Xen 4.21
+/// the domctl under it does not exist and Xen answers EACCES.
+fn usable(m: &mut Manage) -> Result<(), XenError> {
+    m.get_domain_info(0).map(|_| ())
+}
+
+fn log_domain_list(l: &DomainList, why: &str) {
+    let (major, minor) = l.version();
+    tracing::info!(
+        "domain state: XEN_SYSCTL_getdomaininfolist through libxencall.so.1 (Xen {major}.{minor}, \
+         sysctl interface {:#x}, record layout from the table for Xen {}): {why}",
+        l.layout().sysctl_version,
+        xen_stable::domlist::known_range()
+    );
+}
+
+/// What a domain-list record (or its absence) means for a domain we serve
+/// whose identity (the handle) we recorded at introduction: gone if it is
+/// absent, dying (the list does not tell dying from dead; C xenstored 4.17
+/// and oxenstored tear down on it too) or another domain now; shut down if
+/// SHUTDOWN.
+pub fn classify_listed(
+    domid: u32,
+    listed: Option<&xen_stable::domlist::ListedDomain>,
+    known_identity: Option<u64>,
+) -> Option<Change> {
+    let Some(d) = listed else {
+        return Some(Change::Gone(domid));
+    };
+    let reused = known_identity.is_some_and(|u| u != 0 && u != d.identity());
+    if d.dying() || reused {
+        Some(Change::Gone(domid))
+    } else if d.shutdown() {
         Some(Change::Shutdown(domid))
     } else {
         None

@@ -7,7 +7,11 @@
 //! * [`GrantMapper`]: map a domain's xenstore ring page (grant entry 1,
 //!   `GNTTAB_RESERVED_XENSTORE`);
 //! * [`DomainStates`]: a domain's state, capabilities and `unique_id`, and
-//!   the changed-domain feed (`xenmanage_poll_changed_domain`).
+//!   the changed-domain feed (`xenmanage_poll_changed_domain`);
+//! * [`domlist::DomainList`]: before Xen 4.21, the list of domains
+//!   (`XEN_SYSCTL_getdomaininfolist` through the stable libxencall), with
+//!   the record layout chosen from a table by hypervisor version: the one
+//!   unstable interface the daemon uses.
 //!
 //! The production backend ([`libs`]) loads Xen's *stable* libraries
 //! `libxenevtchn.so.1`, `libxengnttab.so.1` and `libxenmanage.so.1` with
@@ -27,6 +31,7 @@
 
 pub mod dl;
 pub mod dom0;
+pub mod domlist;
 pub mod libs;
 pub mod page;
 
@@ -106,6 +111,20 @@ pub enum XenError {
         symbol: &'static str,
         /// Its symbol version.
         version: &'static str,
+    },
+    /// The hypervisor's version is not in the table of known domain-record
+    /// layouts ([`domlist`]).
+    #[error(
+        "Xen {major}.{minor} is not in the table of known XEN_SYSCTL_getdomaininfolist \
+         layouts ({known})"
+    )]
+    UnknownHypervisor {
+        /// Major version.
+        major: u32,
+        /// Minor version.
+        minor: u32,
+        /// The versions known.
+        known: String,
     },
     /// A call failed.
     #[error("{call}: {source}")]

@@ -30,7 +30,7 @@ pub struct XenLibs {
 }
 
 /// A call returned -1 (or NULL): the error with errno.
-fn call_err(call: &'static str) -> XenError {
+pub(crate) fn call_err(call: &'static str) -> XenError {
     XenError::Call {
         call,
         source: io::Error::last_os_error(),
@@ -42,7 +42,7 @@ fn call_err(call: &'static str) -> XenError {
 /// # Safety
 /// `F` must be the `extern "C"` function type the library declares for
 /// `name`.
-unsafe fn func<F: Copy>(lib: &Library, name: &'static str) -> Result<F, XenError> {
+pub(crate) unsafe fn func<F: Copy>(lib: &Library, name: &'static str) -> Result<F, XenError> {
     let p = lib.symbol(name, V1)?;
     debug_assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
     // SAFETY: `p` is the non-NULL address of the function `name`, and the
@@ -72,6 +72,12 @@ impl XenLibs {
     /// Opens libxenmanage (Xen 4.21+).
     pub fn manage(&self) -> Result<Manage, XenError> {
         Manage::open(self.dir.as_deref())
+    }
+
+    /// Opens the pre-4.21 domain list through libxencall (see
+    /// [`crate::domlist`]).
+    pub fn domain_list(&self) -> Result<crate::domlist::DomainList, XenError> {
+        crate::domlist::DomainList::open(self.dir.as_deref())
     }
 }
 

@@ -113,7 +113,34 @@ pub struct Domain {
     pub refs: u32,
 }
 
+/// Size of one `struct xen_domctl_getdomaininfo` on x86_64, Xen 4.17-4.22.
+pub const GETDOMAININFO_SIZE: usize = 112;
+
 impl Domain {
+    /// The hypervisor's `xen_domctl_getdomaininfo` record of this domain
+    /// (the fields xenstored reads; the rest zero). The handle (the
+    /// toolstack's UUID) is derived from the unique id; dom0's is all
+    /// zeros, as in Xen.
+    fn getdomaininfo(&self) -> [u8; GETDOMAININFO_SIZE] {
+        let mut b = [0u8; GETDOMAININFO_SIZE];
+        b[0..2].copy_from_slice(&(self.domid as u16).to_ne_bytes());
+        let flags: u32 = match self.life {
+            Life::Running => 1 << 5,
+            Life::Shutdown(r) => (1 << 2) | ((r as u32 & 0xff) << 16),
+            Life::Dying | Life::Dead => 1,
+        } | if self.caps & caps::XENSTORE != 0 {
+            1 << 7
+        } else {
+            0
+        };
+        b[4..8].copy_from_slice(&flags.to_ne_bytes());
+        if self.domid != 0 {
+            b[76..84].copy_from_slice(&self.unique_id.to_le_bytes());
+            b[84..92].copy_from_slice(&(!self.unique_id).to_be_bytes());
+        }
+        b
+    }
+
     fn info(&self) -> DomainInfo {
         let state = state::EXIST
             | match self.life {
@@ -144,12 +171,20 @@ pub struct Calls {
     pub getinfo_single: u64,
     /// `dying_bitmap` (the proposed one-call bitmap; simulator only).
     pub dying_bitmap: u64,
+    /// `XEN_SYSCTL_getdomaininfolist` (the pre-4.21 list of all domains).
+    pub getdomaininfolist: u64,
+    /// Bytes of domain records those calls wrote.
+    pub getdomaininfolist_bytes: u64,
 }
 
 impl Calls {
     /// All domain-state calls.
     pub fn domain_state(&self) -> u64 {
-        self.get_domain_info + self.poll_changed_domain + self.getinfo_single + self.dying_bitmap
+        self.get_domain_info
+            + self.poll_changed_domain
+            + self.getinfo_single
+            + self.dying_bitmap
+            + self.getdomaininfolist
     }
 }
 
@@ -207,6 +242,7 @@ pub struct Hypervisor {
     changed: Option<Vec<u64>>,
     ports: HashMap<u32, Ports>,
     calls: Calls,
+    version: (u32, u32),
 }
 
 const BITMAP_WORDS: usize = (DOMID_FIRST_RESERVED as usize).div_ceil(64);
@@ -226,6 +262,7 @@ impl Hypervisor {
             changed: None,
             ports: HashMap::new(),
             calls: Calls::default(),
+            version: (4, 21),
         };
         let uid = h.next_uid();
         h.domains.insert(
@@ -249,6 +286,36 @@ impl Hypervisor {
         x ^= x << 17;
         self.uid = x;
         x
+    }
+
+    /// Makes this hypervisor behave as Xen `major.minor` (default 4.21):
+    /// before 4.21 the stable domain-state domctl does not exist (every
+    /// `get_domain_info` and poll fails with EACCES, as Xen's domctl
+    /// interface-version check answers), and the sysctl interface version
+    /// is that release's.
+    pub fn set_version(&mut self, major: u32, minor: u32) {
+        self.version = (major, minor);
+    }
+
+    /// `XENVER_version`: `major << 16 | minor`.
+    pub fn xen_version(&self) -> u32 {
+        (self.version.0 << 16) | self.version.1
+    }
+
+    /// Whether `XEN_DOMCTL_get_domain_state` exists (Xen 4.21+).
+    fn has_domain_state(&self) -> bool {
+        self.version >= (4, 21)
+    }
+
+    /// `XEN_SYSCTL_INTERFACE_VERSION` of the simulated release.
+    pub fn sysctl_interface_version(&self) -> u32 {
+        match self.version {
+            (4, m) if m <= 13 => 0x12,
+            (4, 14) | (4, 15) => 0x13,
+            (4, 16) => 0x14,
+            (4, 17..=20) => 0x15,
+            _ => 0x16,
+        }
     }
 
     /// The call counters.
@@ -436,6 +503,9 @@ impl Hypervisor {
     /// `xenmanage_get_domain_info`.
     pub fn get_domain_info(&mut self, domid: u32) -> Result<DomainInfo, Errno> {
         self.calls.get_domain_info += 1;
+        if !self.has_domain_state() {
+            return Err(Errno::Eacces);
+        }
         if domid >= DOMID_FIRST_RESERVED {
             return Err(Errno::Einval);
         }
@@ -448,7 +518,7 @@ impl Hypervisor {
     /// `xenmanage_poll_changed_domain`, called from domain `caller`.
     pub fn poll_changed_domain(&mut self, caller: u32) -> Result<(u32, DomainInfo), Errno> {
         self.calls.poll_changed_domain += 1;
-        if caller != self.virq_handler {
+        if caller != self.virq_handler || !self.has_domain_state() {
             return Err(Errno::Eacces);
         }
         let Some(bits) = &mut self.changed else {
@@ -466,6 +536,37 @@ impl Hypervisor {
             .map(Domain::info)
             .unwrap_or_default();
         Ok((domid, info))
+    }
+
+    // ----- domain state before 4.21 (unstable sysctl) ----------------------
+
+    /// `XEN_SYSCTL_getdomaininfolist`: up to `max` records of the domains
+    /// with domid >= `first`, in domid order, each the 112-byte x86_64
+    /// `struct xen_domctl_getdomaininfo` of Xen 4.17 to 4.22 (domain u16
+    /// at 0, flags u32 at 4, handle at 76; the rest zero here). A caller
+    /// that passes another release's sysctl interface version is refused
+    /// with EACCES, as Xen does.
+    pub fn getdomaininfolist(
+        &mut self,
+        interface_version: u32,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        self.calls.getdomaininfolist += 1;
+        if interface_version != self.sysctl_interface_version() {
+            return Err(Errno::Eacces);
+        }
+        let mut out = Vec::new();
+        for d in self
+            .domains
+            .range(first..)
+            .take(max as usize)
+            .map(|(_, d)| d)
+        {
+            out.extend_from_slice(&d.getdomaininfo());
+        }
+        self.calls.getdomaininfolist_bytes += out.len() as u64;
+        Ok(out)
     }
 
     // ----- designs under evaluation (simulator only) ----------------------

@@ -74,6 +74,12 @@ pub enum Op {
     /// `[domid]` -> a port of the caller's handle that fires when `domid`
     /// shuts down, dies or goes (the per-domain death channel design).
     BindDeathChannel = 35,
+    /// `[]` -> status: `XENVER_version` (`major << 16 | minor`).
+    XenVersion = 36,
+    /// `[interface_version, first_domain, max_domains]` -> status: number
+    /// of records; text: path of a file holding them
+    /// (`XEN_SYSCTL_getdomaininfolist`, one counted call).
+    DomainList = 37,
     /// `[want_domid or u64::MAX, caps]` -> domid (also makes its page).
     CreateDomain = 40,
     /// `[domid, reason]`.
@@ -115,6 +121,8 @@ impl Op {
             33 => DyingBitmap,
             34 => MapDyingBitmap,
             35 => BindDeathChannel,
+            36 => XenVersion,
+            37 => DomainList,
             40 => CreateDomain,
             41 => Shutdown,
             42 => Destroy,

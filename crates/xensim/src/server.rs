@@ -171,7 +171,12 @@ fn spend(d: std::time::Duration) {
 struct Conn {
     domid: u32,
     handle: Option<u64>,
+    /// Unique among the simulator's connections (names per-connection
+    /// files).
+    id: u64,
 }
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Writes the bitmap file and answers its path.
 fn bitmap_reply(st: &State, bits: &[u64]) -> Reply {
@@ -214,7 +219,11 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
     let need_handle = |c: &Conn| c.handle.ok_or(Errno::Einval);
     if matches!(
         op,
-        Op::DomainInfo | Op::PollChangedDomain | Op::GetinfoSingle | Op::DyingBitmap
+        Op::DomainInfo
+            | Op::PollChangedDomain
+            | Op::GetinfoSingle
+            | Op::DyingBitmap
+            | Op::DomainList
     ) {
         spend(st.call_cost);
     }
@@ -324,6 +333,29 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
         Op::DyingBitmap => {
             let bits = st.hyp.dying_bitmap();
             bitmap_reply(st, &bits)
+        }
+        Op::XenVersion => Reply::ok(i64::from(st.hyp.xen_version())),
+        Op::DomainList => {
+            let listed = (|| {
+                let (v, first, max) = (arg32(a[0])?, arg32(a[1])?, arg32(a[2])?);
+                st.hyp.getdomaininfolist(v, first, max)
+            })();
+            match listed {
+                Ok(bytes) => {
+                    // One file per connection: calls on one connection are
+                    // sequential, and the caller copies it before the next.
+                    let path = st.dir.join(format!("domlist-{}", c.id));
+                    match std::fs::write(&path, &bytes) {
+                        Ok(()) => Reply {
+                            status: (bytes.len() / crate::hypervisor::GETDOMAININFO_SIZE) as i64,
+                            vals: [0; 3],
+                            text: path.to_string_lossy().into_owned(),
+                        },
+                        Err(e) => Reply::err(e.raw_os_error().unwrap_or(EINVAL)),
+                    }
+                }
+                Err(e) => Reply::err(errno(e)),
+            }
         }
         Op::MapDyingBitmap => {
             st.bitmap_mapped = true;
@@ -502,6 +534,7 @@ fn serve(state: Arc<Mutex<State>>, mut s: UnixStream) {
     let mut c = Conn {
         domid: u32::try_from(hello.args[0]).unwrap_or(u32::MAX),
         handle: None,
+        id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     };
     match Op::from_u32(hello.op) {
         Some(Op::Hello) => {

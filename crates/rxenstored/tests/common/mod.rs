@@ -291,10 +291,19 @@ pub fn run_tool(d: &Daemon, prog: &str, args: &[&str]) -> (bool, String, String)
 /// The stand-in libraries under their sonames, next to the binary under
 /// test (`cargo build --workspace` makes them).
 pub fn stand_ins(tmp: &Path) -> PathBuf {
+    stand_ins_but(tmp, &[])
+}
+
+/// The stand-ins, leaving out `without` (a host whose Xen lacks a
+/// library, as Xen before 4.21 lacks libxenmanage).
+pub fn stand_ins_but(tmp: &Path, without: &[&str]) -> PathBuf {
     let target = Path::new(binary()).parent().expect("target dir");
     let dir = tmp.join("lib");
     std::fs::create_dir_all(&dir).expect("lib dir");
-    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage"] {
+    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"] {
+        if without.contains(&lib) {
+            continue;
+        }
         let built = target.join(format!("{lib}.so"));
         assert!(
             built.exists(),
@@ -326,10 +335,22 @@ impl Host {
 
     /// Like [`Host::start_after`], with extra daemon arguments.
     pub fn start_with(extra: &[&str], prepare: impl FnOnce(&xensim::Sim)) -> Host {
+        Host::start_full(extra, &[], prepare)
+    }
+
+    /// A host on Xen `major.minor` whose Xen installation lacks the
+    /// libraries `without` (e.g. `libxenmanage` before 4.21).
+    pub fn start_xen(version: (u32, u32), without: &[&str], extra: &[&str]) -> Host {
+        Host::start_full(extra, without, |sim| {
+            sim.with(|h| h.set_version(version.0, version.1))
+        })
+    }
+
+    fn start_full(extra: &[&str], without: &[&str], prepare: impl FnOnce(&xensim::Sim)) -> Host {
         let tmp = temp_dir("host");
         let sim = xensim::Sim::start(&tmp.join("sim"), 0x5eed).expect("simulator");
         prepare(&sim);
-        let libs = stand_ins(&tmp);
+        let libs = stand_ins_but(&tmp, without);
         let sock = sim.socket();
         let dir = sim.dir().to_path_buf();
         let kva = dir.join("xsd_kva");
