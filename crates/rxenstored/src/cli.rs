@@ -123,6 +123,12 @@ pub struct Options {
     #[arg(long = "sim-guests", value_name = "N", default_value_t = 3)]
     pub sim_guests: u32,
 
+    /// The Xen release the simulator plays (with --sim), MAJOR.MINOR:
+    /// before 4.21 its host has no libxenmanage, as real hosts, and the
+    /// daemon learns domain state from the domain list.
+    #[arg(long = "sim-xen-version", value_name = "MAJOR.MINOR", default_value = "4.21", value_parser = parse_xen_version)]
+    pub sim_xen_version: (u32, u32),
+
     /// Every SECS seconds, destroy the oldest guest and create a new one
     /// (with --sim; 0: never).
     #[arg(long = "sim-churn", value_name = "SECS", default_value_t = 20)]
@@ -208,6 +214,18 @@ pub enum CliError {
     /// `-w` malformed.
     #[error("bad timeout {0:?}: expected watch-event=SECONDS")]
     Timeout(String),
+}
+
+/// `MAJOR.MINOR`.
+fn parse_xen_version(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('.')
+        .ok_or_else(|| format!("{s:?}: expected MAJOR.MINOR, e.g. 4.17"))?;
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("{s:?}: expected MAJOR.MINOR, e.g. 4.17"))
+    };
+    Ok((num(a)?, num(b)?))
 }
 
 fn quota_names() -> String {

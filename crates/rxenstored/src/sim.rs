@@ -19,7 +19,7 @@ pub struct SimHost {
     pub lib_dir: PathBuf,
 }
 
-const LIBS: [&str; 3] = ["libxenevtchn", "libxengnttab", "libxenmanage"];
+const LIBS: [&str; 4] = ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"];
 
 /// Starts the simulator. Must run before any other thread exists: it sets
 /// `XENSIM_SOCKET` for the stand-ins.
@@ -31,7 +31,14 @@ pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
     let built = exe.parent().ok_or("no executable directory")?;
     let lib_dir = dir.join("lib");
     std::fs::create_dir_all(&lib_dir).map_err(|e| format!("{}: {e}", lib_dir.display()))?;
+    let (major, minor) = opts.sim_xen_version;
     for lib in LIBS {
+        let link = lib_dir.join(format!("{lib}.so.1"));
+        let _ = std::fs::remove_file(&link);
+        // Xen before 4.21 ships no libxenmanage.
+        if lib == "libxenmanage" && (major, minor) < (4, 21) {
+            continue;
+        }
         let so = built.join(format!("{lib}.so"));
         if !so.exists() {
             return Err(format!(
@@ -40,8 +47,6 @@ pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
                 so.display()
             ));
         }
-        let link = lib_dir.join(format!("{lib}.so.1"));
-        let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&so, &link).map_err(|e| format!("{}: {e}", link.display()))?;
     }
     std::env::set_var(xensim::protocol::ENV_SOCKET, dir.join("sim.sock"));
@@ -51,8 +56,9 @@ pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let sim = Sim::start(&dir, seed).map_err(|e| format!("{}: {e}", dir.display()))?;
+    sim.with(|h| h.set_version(major, minor));
     tracing::info!(
-        "simulator in {} (stand-ins in {})",
+        "simulator of Xen {major}.{minor} in {} (stand-ins in {})",
         dir.display(),
         lib_dir.display()
     );

@@ -12,8 +12,8 @@
 //! ([`protocol`]), with each domain's ring page a 4 KiB file mapped shared,
 //! and dom0's ring and port exposed as `xsd_kva`/`xsd_port` like xenfs.
 //! [`client::Client`] speaks the protocol. The `stubs/` crates build
-//! ABI-compatible stand-ins for `libxenevtchn.so.1`, `libxengnttab.so.1`
-//! and `libxenmanage.so.1` on top of it, so xen-stable's production
+//! ABI-compatible stand-ins for `libxenevtchn.so.1`, `libxengnttab.so.1`,
+//! `libxenmanage.so.1` and `libxencall.so.1` on top of it, so xen-stable's production
 //! backend runs unchanged against the simulator.
 //!
 //! [`guest::Guest`] is a simulated guest: it speaks Xenstore over its ring

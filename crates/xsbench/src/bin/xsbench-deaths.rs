@@ -31,7 +31,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "poll,legacy,bitmap,mapped,channel"
+        default_value = "poll,getdomaininfolist,legacy,bitmap,mapped,channel"
     )]
     strategies: Vec<String>,
     /// Numbers of live introduced guest domains. 32751 is the most there
@@ -165,7 +165,7 @@ fn run_point(
     let built = exe
         .parent()
         .ok_or_else(|| std::io::Error::other("no daemon dir"))?;
-    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage"] {
+    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"] {
         std::os::unix::fs::symlink(
             built.join(format!("{lib}.so")),
             libs.join(format!("{lib}.so.1")),
@@ -202,6 +202,7 @@ fn run_point(
         let k = victims.len().max(1) as f64;
         let ds = (calls.domain_state() - calls0.domain_state()) as f64 / k;
         let ev = (calls.evtchn - calls0.evtchn) as f64 / k;
+        let bytes = (calls.getdomaininfolist_bytes - calls0.getdomaininfolist_bytes) as f64 / k;
         let model_us = ds * args.call_cost_us;
         // Churn: create one, destroy the oldest, until the time is up.
         let mut churn = f64::NAN;
@@ -225,7 +226,7 @@ fn run_point(
             churn = count as f64 / t.elapsed().as_secs_f64();
         }
         Ok(format!(
-            "{strategy},{n},{},{ds:.2},{ev:.2},{model_us:.1},{:.1},{:.3},{:.3},{churn:.1},{create_s:.2}",
+            "{strategy},{n},{},{ds:.2},{ev:.2},{model_us:.1},{:.1},{:.3},{:.3},{churn:.1},{create_s:.2},{bytes:.0}",
             victims.len(),
             cpu as f64 / 1e3 / k,
             percentile(&mut lat.clone(), 0.5),
@@ -253,14 +254,14 @@ fn main() {
         "# call cost {} us per domain-state hypercall; {} deaths per point; latency destroy -> @releaseDomain/<domid> at a watcher",
         args.call_cost_us, args.deaths
     );
-    println!("strategy,n,deaths,hv_calls_per_death,evtchn_ops_per_death,hv_model_us_per_death,daemon_cpu_us_per_death,latency_ms_p50,latency_ms_p90,churn_deaths_per_s,create_s");
+    println!("strategy,n,deaths,hv_calls_per_death,evtchn_ops_per_death,hv_model_us_per_death,daemon_cpu_us_per_death,latency_ms_p50,latency_ms_p90,churn_deaths_per_s,create_s,list_bytes_per_death");
     for n in &args.sizes {
         for s in &args.strategies {
             match run_point(&args, &exe, &base, s, *n) {
                 Ok(line) => println!("{line}"),
                 Err(e) => {
                     eprintln!("xsbench-deaths: {s} at {n}: {e}");
-                    println!("{s},{n},error,,,,,,,,");
+                    println!("{s},{n},error,,,,,,,,,");
                 }
             }
             let _ = std::io::stdout().flush();
