@@ -9,6 +9,7 @@
 
 mod cli;
 mod control;
+mod domain_state;
 mod logging;
 mod notify;
 mod server;

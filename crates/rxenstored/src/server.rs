@@ -191,7 +191,10 @@ impl Server {
                     poll.registry()
                         .register(&mut mio::unix::SourceFd(&fd), EVTCHN, Interest::READABLE)
                         .map_err(StartError::Poll)?;
-                    tracing::info!("Xen interfaces open: serving guests");
+                    tracing::info!(
+                        "Xen interfaces open: serving guests (domain state: {})",
+                        x.domain_state()
+                    );
                     Some(x)
                 }
                 Err(e @ crate::xen::OpenError::DomainState(_)) => {
@@ -625,12 +628,11 @@ impl Server {
                 },
                 _ => return,
             };
-            let death = self.xen.as_ref().and_then(|x| x.death_port_domain(port));
+            let backend = self.xen.as_mut().and_then(|x| x.backend_port(port));
             if self.xen.as_ref().is_some_and(|x| x.is_virq(port)) {
                 self.domain_exc();
-            } else if let Some(d) = death {
-                let change = self.xen.as_mut().and_then(|x| x.death_channel_change(d));
-                self.apply_changes(change.into_iter().collect());
+            } else if let Some(changes) = backend {
+                self.apply_changes(changes);
             } else {
                 self.ring_turn(port);
             }

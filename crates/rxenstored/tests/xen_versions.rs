@@ -176,7 +176,7 @@ fn unknown_xen_falls_back_to_no_domain_state() {
     );
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("domain state: none"))
+        .filter(|l| l.contains("domain state: none:"))
         .collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(
