@@ -19,8 +19,6 @@ pub struct SimHost {
     pub lib_dir: PathBuf,
 }
 
-const LIBS: [&str; 4] = ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"];
-
 /// Starts the simulator. Must run before any other thread exists: it sets
 /// `XENSIM_SOCKET` for the stand-ins.
 pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
@@ -29,26 +27,15 @@ pub fn start(opts: &crate::cli::Options) -> Result<SimHost, String> {
     });
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let built = exe.parent().ok_or("no executable directory")?;
-    let lib_dir = dir.join("lib");
-    std::fs::create_dir_all(&lib_dir).map_err(|e| format!("{}: {e}", lib_dir.display()))?;
     let (major, minor) = opts.sim_xen_version;
-    for lib in LIBS {
-        let link = lib_dir.join(format!("{lib}.so.1"));
-        let _ = std::fs::remove_file(&link);
-        // Xen before 4.21 ships no libxenmanage.
-        if lib == "libxenmanage" && (major, minor) < (4, 21) {
-            continue;
-        }
-        let so = built.join(format!("{lib}.so"));
-        if !so.exists() {
-            return Err(format!(
-                "{} not found: the simulator's stand-in libraries are built with \
-                 `cargo build --release --workspace`",
-                so.display()
-            ));
-        }
-        std::os::unix::fs::symlink(&so, &link).map_err(|e| format!("{}: {e}", link.display()))?;
-    }
+    // Xen before 4.21 ships no libxenmanage.
+    let without: &[&str] = if (major, minor) < (4, 21) {
+        &["libxenmanage"]
+    } else {
+        &[]
+    };
+    let lib_dir = xensim::stand_ins::link(built, &dir.join("lib"), without)
+        .map_err(|e| format!("{e} (with --release, `cargo build --release --workspace`)"))?;
     std::env::set_var(xensim::protocol::ENV_SOCKET, dir.join("sim.sock"));
     std::env::set_var(xensim::protocol::ENV_DOMID, "0");
     let seed = std::time::SystemTime::now()

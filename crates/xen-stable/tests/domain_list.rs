@@ -14,20 +14,7 @@ use xen_stable::{DomainStates, GrantMapper, XenError};
 fn stand_in_dir(tmp: &Path) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let target = exe.parent().and_then(Path::parent).expect("target dir");
-    let dir = tmp.join("lib");
-    std::fs::create_dir_all(&dir).expect("lib dir");
-    for lib in ["libxencall", "libxengnttab", "libxenmanage"] {
-        let built = target.join(format!("{lib}.so"));
-        assert!(
-            built.exists(),
-            "{} not built: run `cargo build --workspace` first",
-            built.display()
-        );
-        let link = dir.join(format!("{lib}.so.1"));
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&built, &link).expect("symlink");
-    }
-    dir
+    xensim::stand_ins::link(target, &tmp.join("lib"), &["libxenevtchn"]).expect("stand-ins")
 }
 
 #[test]

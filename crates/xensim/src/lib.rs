@@ -33,6 +33,7 @@ pub mod guest;
 pub mod hypervisor;
 pub mod protocol;
 pub mod server;
+pub mod stand_ins;
 pub mod toolstack;
 
 pub use client::Client;

@@ -298,21 +298,7 @@ pub fn stand_ins(tmp: &Path) -> PathBuf {
 /// library, as Xen before 4.21 lacks libxenmanage).
 pub fn stand_ins_but(tmp: &Path, without: &[&str]) -> PathBuf {
     let target = Path::new(binary()).parent().expect("target dir");
-    let dir = tmp.join("lib");
-    std::fs::create_dir_all(&dir).expect("lib dir");
-    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"] {
-        if without.contains(&lib) {
-            continue;
-        }
-        let built = target.join(format!("{lib}.so"));
-        assert!(
-            built.exists(),
-            "{} missing: run `cargo build --workspace` first",
-            built.display()
-        );
-        std::os::unix::fs::symlink(&built, dir.join(format!("{lib}.so.1"))).expect("symlink");
-    }
-    dir
+    xensim::stand_ins::link(target, &tmp.join("lib"), without).expect("stand-ins")
 }
 
 /// A simulated host: the simulator in this process, the daemon on its

@@ -160,17 +160,10 @@ fn run_point(
     std::fs::create_dir_all(&dir)?;
     let sim = Sim::start(&dir.join("sim"), 0xD0D0 + n as u64)?;
     sim.set_call_cost(Duration::from_secs_f64(args.call_cost_us / 1e6));
-    let libs = dir.join("lib");
-    std::fs::create_dir_all(&libs)?;
     let built = exe
         .parent()
         .ok_or_else(|| std::io::Error::other("no daemon dir"))?;
-    for lib in ["libxenevtchn", "libxengnttab", "libxenmanage", "libxencall"] {
-        std::os::unix::fs::symlink(
-            built.join(format!("{lib}.so")),
-            libs.join(format!("{lib}.so.1")),
-        )?;
-    }
+    let libs = xensim::stand_ins::link(built, &dir.join("lib"), &[])?;
     let (mut child, socket) = start_daemon(exe, &dir, &sim, &libs, strategy)?;
     let result = (|| {
         let mut ts = Toolstack::new(&sim.socket(), &socket)?;
