@@ -581,10 +581,7 @@ impl Server {
                 tracing::warn!("INTRODUCE {domid} port {port}: no hypervisor interface");
                 return Err(XsError::Einval);
             };
-            let existing = x
-                .ring_of_domain(domid)
-                .and_then(|p| x.ring_mut(p))
-                .map(|r| r.conn);
+            let existing = x.conn_of_domain(domid);
             let conn = existing.unwrap_or_else(|| {
                 let c = ConnId(self.next_id);
                 self.next_id += 1;

@@ -138,6 +138,10 @@ pub struct Xen {
     by_conn: HashMap<ConnId, u32>,
     /// The domains with a ring, and the identity recorded at introduction.
     served: Served,
+    /// Rings whose event channel could not be bound again at a
+    /// re-INTRODUCE (a bad port): still mapped, served again by the next
+    /// INTRODUCE that binds.
+    parked: HashMap<u32, Ring>,
 }
 
 /// Why the Xen side could not be opened.
@@ -195,6 +199,7 @@ impl Xen {
             by_domid: HashMap::new(),
             by_conn: HashMap::new(),
             served: Served::new(),
+            parked: HashMap::new(),
         })
     }
 
@@ -249,9 +254,12 @@ impl Xen {
         self.by_conn.get(&conn).copied()
     }
 
-    /// The ring of a domain, if it has one.
-    pub fn ring_of_domain(&self, domid: u32) -> Option<u32> {
-        self.by_domid.get(&domid).copied()
+    /// The connection of a domain's ring (bound or parked).
+    pub fn conn_of_domain(&self, domid: u32) -> Option<ConnId> {
+        match self.by_domid.get(&domid) {
+            Some(p) => self.rings.get(p).map(|r| r.conn),
+            None => self.parked.get(&domid).map(|r| r.conn),
+        }
     }
 
     /// Signals the guest of `port`.
@@ -299,31 +307,44 @@ impl Xen {
         features: u32,
         conn: ConnId,
     ) -> Result<u32, XsError> {
-        if let Some(old) = self.by_domid.get(&domid).copied() {
-            let Some(mut r) = self.rings.remove(&old) else {
-                return Err(XsError::Einval);
-            };
-            let _ = self.evtchn.unbind(old);
+        let known = match self.by_domid.remove(&domid) {
+            Some(old) => {
+                let _ = self.evtchn.unbind(old);
+                let r = self.rings.remove(&old);
+                if let Some(r) = &r {
+                    self.by_conn.remove(&r.conn);
+                }
+                r
+            }
+            None => self.parked.remove(&domid),
+        };
+        if let Some(mut r) = known {
+            // Re-INTRODUCE: only the event channel is bound again.
             let page_port = r.page.load_u32(ring::EVTCHN_PORT);
             let remote = if page_port != 0 {
                 page_port
             } else {
                 remote_port
             };
-            let port = self
-                .evtchn
-                .bind_interdomain(domid, remote)
-                .map_err(|e| xs_error(&e))?;
+            let port = match self.evtchn.bind_interdomain(domid, remote) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Kept mapped, without a port, until an INTRODUCE
+                    // that binds (or RELEASE, or death).
+                    tracing::warn!("INTRODUCE {domid}: binding port {remote}: {e}");
+                    self.parked.insert(domid, r);
+                    return Err(xs_error(&e));
+                }
+            };
             r.port = port;
             r.out.clear();
             r.decoder.clear();
             r.broken = false;
-            self.by_domid.insert(domid, port);
-            self.by_conn.insert(r.conn, port);
-            if self.reset_page(&r.page) {
+            let kick = self.reset_page(&r.page);
+            self.register(r);
+            if kick {
                 self.notify(port);
             }
-            self.rings.insert(port, r);
             return Ok(port);
         }
         let page = self.gnttab.map_ring(domid).map_err(|e| {
@@ -406,6 +427,9 @@ impl Xen {
     pub fn detach(&mut self, domid: u32) -> Option<ConnId> {
         if self.served.remove(&domid).is_some() {
             self.state.untrack(&mut self.evtchn, domid);
+        }
+        if let Some(r) = self.parked.remove(&domid) {
+            return Some(r.conn);
         }
         let port = self.by_domid.remove(&domid)?;
         let r = self.rings.remove(&port)?;

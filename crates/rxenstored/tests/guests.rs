@@ -592,3 +592,44 @@ fn guests_share_by_acl_and_act_through_set_target() {
     );
     assert_eq!(ts.read(&node).ok(), b"x");
 }
+
+/// A guest that writes garbage into its page's `evtchn_port` makes only
+/// that re-INTRODUCE fail: once the field is fixed, the next INTRODUCE
+/// binds again and the guest is served (issue 8, finding 7).
+#[test]
+fn a_garbage_event_channel_port_fails_only_that_introduce() {
+    use xenstore_proto::ring::{self as r, RingPage};
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut g = h.guest(&mut ts);
+    let d = g.domid.to_string();
+    let port = g.port.to_string();
+    g.page().store_u32(r::EVTCHN_PORT, 999);
+    assert_eq!(
+        ts.req(MsgType::Introduce, &zs(&[&d, "0", &port])).error(),
+        Some("EINVAL".into())
+    );
+    assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"T\0");
+    // Still broken while the field is garbage.
+    assert_eq!(
+        ts.req(MsgType::Introduce, &zs(&[&d, "0", &port])).error(),
+        Some("EINVAL".into())
+    );
+    g.page().store_u32(r::EVTCHN_PORT, 0);
+    assert_eq!(
+        ts.req(MsgType::Introduce, &zs(&[&d, "0", &port])).ok(),
+        b"OK\0",
+        "{}",
+        h.daemon.log()
+    );
+    let mut p = z("data/after");
+    p.push(b'1');
+    assert_eq!(
+        text(&g.request(MsgType::Write, 0, &p).expect("served again")),
+        "OK|"
+    );
+    assert_eq!(ts.read(&format!("/local/domain/{d}/data/after")).ok(), b"1");
+    // RELEASE still works on it.
+    assert_eq!(ts.req(MsgType::Release, &z(&d)).ok(), b"OK\0");
+    assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"F\0");
+}
