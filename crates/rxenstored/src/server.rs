@@ -42,6 +42,10 @@ const FIRST_CONN: u64 = 16;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per turn before others get served.
 const READS_PER_TURN: usize = 4;
+/// How long to wait before accepting again after running out of
+/// descriptors, when no connection closes meanwhile.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Connections accepted per turn before the others get served.
 const ACCEPTS_PER_TURN: usize = 32;
 /// Output queued above which a connection's requests are not read.
@@ -129,6 +133,9 @@ pub struct Server {
     stop: bool,
     /// The listener used up its accept budget: more may be waiting.
     accept_pending: bool,
+    /// Accepting failed for want of descriptors (EMFILE/ENFILE): retry
+    /// when a connection closes, or at this time at the latest.
+    accept_blocked: Option<Instant>,
     /// Guests, when a Xen interface is available.
     xen: Option<Xen>,
     /// The event channel used up its budget: more may be pending.
@@ -219,6 +226,7 @@ impl Server {
             cfg,
             stop: false,
             accept_pending: false,
+            accept_blocked: None,
             xen,
             evtchn_pending: false,
             ring_dirty: Vec::new(),
@@ -303,7 +311,8 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
             let timeout = if self.ready.is_empty() && !self.accept_pending && !self.evtchn_pending {
-                None
+                self.accept_blocked
+                    .map(|t| t.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -311,6 +320,9 @@ impl Server {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            }
+            if self.accept_blocked.is_some_and(|t| Instant::now() >= t) {
+                self.accept_pending = true;
             }
             if self.accept_pending {
                 self.accept();
@@ -380,6 +392,7 @@ impl Server {
     /// so that clients reconnecting in a loop cannot starve the others.
     fn accept(&mut self) {
         self.accept_pending = false;
+        let was_blocked = self.accept_blocked.take().is_some();
         for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -416,8 +429,14 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Typically EMFILE: leave the backlog for a later turn.
-                    tracing::warn!("accept: {e}");
+                    // Typically EMFILE: the backlog waits until a
+                    // descriptor frees (a connection closes) or the retry
+                    // time comes; the listener will not fire again for
+                    // clients already waiting.
+                    if !was_blocked {
+                        tracing::warn!("accept: {e}: clients wait until descriptors free");
+                    }
+                    self.accept_blocked = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -909,6 +928,11 @@ impl Server {
     fn close(&mut self, id: u64, reason: &str) {
         if let Some(mut c) = self.clients.remove(&id) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            drop(c);
+            if self.accept_blocked.is_some() {
+                // A descriptor is free: the backlog may be served.
+                self.accept_pending = true;
+            }
             self.store.disconnect(ConnId(id));
             self.trace
                 .obj(&format!("connection destroyed: {reason}"), id);

@@ -176,3 +176,46 @@ fn every_type_number_with_junk_gets_a_valid_answer() {
     assert_eq!(c.write("/after", b"ok").ok(), b"OK\0");
     assert_eq!(c.req(MsgType::Watch, &zs(&["/after", "t"])).ok(), b"OK\0");
 }
+
+/// Out of descriptors: a client waiting in the listen backlog while the
+/// daemon cannot accept (EMFILE) is served as soon as a descriptor frees,
+/// without needing a new connection to wake the listener (issue 8,
+/// finding 8).
+#[test]
+fn a_client_waiting_through_emfile_is_served_when_descriptors_free() {
+    let d = Daemon::start_limited(48, &[]);
+    // Fill the daemon's descriptor table; each client is answered once it
+    // has been accepted.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut c = d.client();
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        c.send(MsgType::Read as u32, 0, &z("/"));
+        if c.read_message().is_err() {
+            // Not accepted: the daemon is out of descriptors.
+            held.push(c);
+            break;
+        }
+        held.push(c);
+    }
+    let waiting = held.pop().expect("a client left in the backlog");
+    assert!(
+        held.len() < 63,
+        "the limit was reached ({} accepted)",
+        held.len()
+    );
+    // Free descriptors; nobody else connects.
+    held.truncate(held.len() - 4);
+    let mut waiting = waiting;
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let r = waiting
+        .read_message()
+        .expect("the waiting client is answered without another connection");
+    assert_eq!(r.header.kind(), Some(MsgType::Read));
+    assert!(d.log().contains("accept"), "{}", d.log());
+}

@@ -40,10 +40,23 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables.
     pub fn start_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        Daemon::start_cmd(Command::new(binary()), extra, env)
+    }
+
+    /// Like [`Daemon::start`], with at most `nofile` open descriptors.
+    pub fn start_limited(nofile: u32, extra: &[&str]) -> Daemon {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(binary());
+        Daemon::start_cmd(c, extra, &[])
+    }
+
+    fn start_cmd(mut cmd: Command, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = temp_dir("d");
         let socket = dir.join("socket");
         let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
-        let child = Command::new(binary())
+        let child = cmd
             .arg("-N")
             .arg("--socket")
             .arg(&socket)
