@@ -170,8 +170,9 @@ fn quota(store: &mut Store, rest: &[&str], soft: bool) -> Result<Reply, XsError>
             Ok(Reply::Text(s))
         }
         ["set", name, val] => {
+            // C reads the value with atoi into an int: 1 to INT_MAX.
             let v = number::atoi(val.as_bytes());
-            if v < 1 {
+            if v < 1 || v > i64::from(i32::MAX) {
                 return Err(XsError::Einval);
             }
             let q = Quota::from_name(name.as_bytes()).ok_or(XsError::Einval)?;

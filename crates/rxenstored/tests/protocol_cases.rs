@@ -831,6 +831,25 @@ fn case_105_control() {
         err(&c.req(MsgType::Control, &zs(&["quota", "4242"]))),
         "ENOENT"
     );
+    // `quota set` reads its value as C's atoi into an int: a value beyond
+    // INT_MAX is refused, not stored saturated (issue 8).
+    for bad in ["99999999999999999999", "2147483648", "0", "-5", "x"] {
+        assert_eq!(
+            err(&c.req(MsgType::Control, &zs(&["quota", "set", "nodes", bad]))),
+            "EINVAL",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        c.req(
+            MsgType::Control,
+            &zs(&["quota", "set", "nodes", "2147483647"])
+        )
+        .ok(),
+        b"OK\0"
+    );
+    let q = c.req(MsgType::Control, &z("quota")).text();
+    assert!(q.contains("2147483647"), "{q}");
     let m = c.req(MsgType::Control, &z("memreport")).text();
     assert!(m.contains("domid"), "{m}");
     let l = c.req(MsgType::Control, &z("log")).text();
