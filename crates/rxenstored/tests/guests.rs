@@ -633,3 +633,71 @@ fn a_garbage_event_channel_port_fails_only_that_introduce() {
     assert_eq!(ts.req(MsgType::Release, &z(&d)).ok(), b"OK\0");
     assert_eq!(ts.req(MsgType::IsDomainIntroduced, &z(&d)).ok(), b"F\0");
 }
+
+/// A device model's SET_TARGET goes with its target: when the target dies
+/// and a new domain takes its domid, the stub has no right over the new
+/// domain's private nodes (issue 8, finding 3).
+#[test]
+fn set_target_dies_with_its_target() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut w = h.daemon.client();
+    w.req(MsgType::Watch, &zs(&["@releaseDomain", "rel", "1"]))
+        .ok();
+    w.next_event(2000);
+    let mut stub = h.guest(&mut ts);
+    let g = h.guest(&mut ts);
+    let (ds, dg) = (stub.domid.to_string(), g.domid);
+    assert_eq!(
+        ts.req(MsgType::SetTarget, &zs(&[&ds, &dg.to_string()]))
+            .ok(),
+        b"OK\0"
+    );
+    let secret = format!("/local/domain/{dg}/secret");
+    assert_eq!(
+        text(&stub.request(MsgType::Read, 0, &z(&secret)).expect("read")),
+        "ENOENT|",
+        "the stub sees into its target's home"
+    );
+    drop(g);
+    h.sim.destroy_domain(dg).expect("destroy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match w.next_event(500) {
+            Some((p, _)) if p == format!("@releaseDomain/{dg}") => break,
+            _ if std::time::Instant::now() > deadline => panic!("no release of {dg}"),
+            _ => {}
+        }
+    }
+    // Xen frees the domid once unmapped; a new domain takes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.sim.with(|hv| hv.domain(dg).is_some()) {
+        assert!(std::time::Instant::now() < deadline, "zombie {dg}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.sim.create_domain(Some(dg), 0).expect("same domid");
+    let mut again = xensim::Guest::attach(&h.sim.socket(), dg, 0).expect("guest");
+    let home = format!("/local/domain/{dg}");
+    ts.req(MsgType::Mkdir, &z(&home)).ok();
+    ts.req(MsgType::SetPerms, &zs(&[&home, &format!("n{dg}")]))
+        .ok();
+    assert_eq!(
+        ts.req(
+            MsgType::Introduce,
+            &zs(&[&dg.to_string(), "0", &again.port.to_string()])
+        )
+        .ok(),
+        b"OK\0"
+    );
+    let mut p = z("secret");
+    p.extend_from_slice(b"new domain's");
+    assert_eq!(
+        text(&again.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    assert_eq!(
+        text(&stub.request(MsgType::Read, 0, &z(&secret)).expect("read")),
+        "EACCES|",
+        "the old SET_TARGET must not reach the new domain"
+    );
+}

@@ -92,6 +92,7 @@ impl Store {
             self.disconnect(c);
         }
         self.remove_owned_nodes(domid, &mut out);
+        self.cut_targets_of(domid);
         self.domains.remove(&domid);
         self.fire_special(RELEASE_DOMAIN, Some(domid), true, &mut out.out);
         out.effects.push(Effect::DomainReleased { domid, conn });
@@ -201,8 +202,10 @@ impl Store {
         if self.domain_conn(tdomid).is_none() {
             return Err(XsError::Einval);
         }
-        let c = self.conns.get_mut(&conn).ok_or(XsError::Einval)?;
-        c.set_target(tdomid);
+        if !self.conns.contains_key(&conn) {
+            return Err(XsError::Einval);
+        }
+        self.link_target(conn, tdomid);
         Ok(b"OK\0".to_vec())
     }
 

@@ -137,12 +137,6 @@ pub(crate) struct Conn {
     next_tx: u32,
 }
 
-impl Conn {
-    pub(crate) fn set_target(&mut self, tdomid: u32) {
-        self.target = Some(tdomid);
-    }
-}
-
 /// Per-request context.
 #[derive(Debug, Clone)]
 pub(crate) struct Ctx {
@@ -178,6 +172,9 @@ pub struct Store {
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) domains: BTreeMap<u32, Domain>,
     pub(crate) watches: Registry,
+    /// SET_TARGET links by target: the connections that act for a domain,
+    /// cut when that domain goes.
+    pub(crate) targeted: HashMap<u32, std::collections::BTreeSet<ConnId>>,
 }
 
 fn is_privileged_only(t: MsgType) -> bool {
@@ -208,6 +205,7 @@ impl Store {
             conns: HashMap::new(),
             domains: BTreeMap::new(),
             watches: Registry::default(),
+            targeted: HashMap::new(),
         };
         let priv_domid = s.cfg.priv_domid;
         let root_perms = PermList::owned_by(priv_domid, Access::None);
@@ -308,12 +306,45 @@ impl Store {
     pub fn disconnect(&mut self, id: ConnId) {
         self.reset_connection(id);
         if let Some(c) = self.conns.remove(&id) {
+            if let Some(t) = c.target {
+                self.unlink_target(id, t);
+            }
             if let ConnKind::Domain(d) = c.kind {
                 if let Some(dom) = self.domains.get_mut(&d) {
                     if dom.conn == Some(id) {
                         dom.conn = None;
                     }
                 }
+            }
+        }
+    }
+
+    /// `conn` acts for `tdomid` from now on (SET_TARGET).
+    pub(crate) fn link_target(&mut self, conn: ConnId, tdomid: u32) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let old = c.target.replace(tdomid);
+        if let Some(o) = old {
+            self.unlink_target(conn, o);
+        }
+        self.targeted.entry(tdomid).or_default().insert(conn);
+    }
+
+    fn unlink_target(&mut self, conn: ConnId, tdomid: u32) {
+        if let Some(set) = self.targeted.get_mut(&tdomid) {
+            set.remove(&conn);
+            if set.is_empty() {
+                self.targeted.remove(&tdomid);
+            }
+        }
+    }
+
+    /// `domid` is gone: nobody acts for it any more.
+    pub(crate) fn cut_targets_of(&mut self, domid: u32) {
+        for conn in self.targeted.remove(&domid).unwrap_or_default() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.target = None;
             }
         }
     }
