@@ -33,6 +33,40 @@ const ESRCH: i32 = 3;
 /// The domains served, with the identity recorded at introduction.
 pub type Served = BTreeMap<u32, Option<u64>>;
 
+/// The domains whose changes matter on `VIRQ_DOM_EXC`: those served (with
+/// the identity recorded at introduction), and those the store only names
+/// (owner of a node, in an ACL, a quota record: never introduced, or not
+/// yet), whose death must strip their rights too.
+pub struct Known<'a> {
+    /// Served domains.
+    pub served: &'a Served,
+    /// Whether the store names a domain (O(1)).
+    pub named: &'a dyn Fn(u32) -> bool,
+    /// Every domain the store names, in domid order (O(N): for the
+    /// backends that diff a whole list).
+    pub all_named: &'a dyn Fn() -> Vec<u32>,
+}
+
+impl Known<'_> {
+    /// `Some(identity)` if the domain matters (the identity is known only
+    /// for served domains).
+    pub fn get(&self, domid: u32) -> Option<Option<u64>> {
+        match self.served.get(&domid) {
+            Some(id) => Some(*id),
+            None => (self.named)(domid).then_some(None),
+        }
+    }
+
+    /// Every domain that matters, in domid order.
+    pub fn all(&self) -> Served {
+        let mut m = self.served.clone();
+        for d in (self.all_named)() {
+            m.entry(d).or_insert(None);
+        }
+        m
+    }
+}
+
 /// A source of domain state.
 pub trait DomainState {
     /// Its `--domain-state` name.
@@ -46,8 +80,8 @@ pub trait DomainState {
     /// The identity of the domain now on `domid` (its `unique_id`, or its
     /// handle), recorded at introduction to detect domid reuse.
     fn identity(&mut self, domid: u32) -> Option<u64>;
-    /// `VIRQ_DOM_EXC` fired: what changed among the domains served.
-    fn on_virq(&mut self, served: &Served) -> Vec<Change>;
+    /// `VIRQ_DOM_EXC` fired: what changed among the domains that matter.
+    fn on_virq(&mut self, known: &Known) -> Vec<Change>;
     /// The domains that exist now (start-up).
     fn existing(&mut self) -> Vec<(u32, DomainInfo)>;
     /// `domid` is served from now on.
@@ -114,8 +148,7 @@ impl Query {
     }
 
     /// One domain's state, classified.
-    fn followup(&mut self, domid: u32, served: &Served) -> Option<Change> {
-        let uid = served.get(&domid).copied().flatten();
+    fn followup(&mut self, domid: u32, uid: Option<u64>) -> Option<Change> {
         match self.0.get_domain_info(domid) {
             Ok(info) => classify(domid, &info, uid),
             Err(e) if e.errno() == Some(ESRCH) => Some(Change::Gone(domid)),
@@ -156,14 +189,11 @@ impl DomainState for Feed {
     fn identity(&mut self, domid: u32) -> Option<u64> {
         self.0.identity(domid)
     }
-    fn on_virq(&mut self, served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, known: &Known) -> Vec<Change> {
         self.0
             .drain()
             .into_iter()
-            .filter_map(|(d, info)| {
-                let uid = served.get(&d)?;
-                classify(d, &info, *uid)
-            })
+            .filter_map(|(d, info)| classify(d, &info, known.get(d)?))
             .collect()
     }
     /// Binding the VIRQ marked every existing domain changed: the first
@@ -194,7 +224,8 @@ impl DomainState for List {
     }
     /// One list from the lowest to the highest domid served (one call per
     /// 512 domains), diffed against the domains served.
-    fn on_virq(&mut self, served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, known: &Known) -> Vec<Change> {
+        let served = known.all();
         let (Some((&lo, _)), Some((&hi, _))) = (served.first_key_value(), served.last_key_value())
         else {
             return Vec::new();
@@ -247,7 +278,7 @@ impl DomainState for NoState {
     fn identity(&mut self, _domid: u32) -> Option<u64> {
         None
     }
-    fn on_virq(&mut self, _served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, _known: &Known) -> Vec<Change> {
         Vec::new()
     }
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
@@ -269,9 +300,9 @@ impl DomainState for Scan {
     fn identity(&mut self, domid: u32) -> Option<u64> {
         self.0.identity(domid)
     }
-    fn on_virq(&mut self, served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, known: &Known) -> Vec<Change> {
         let mut out = Vec::new();
-        for &d in served.keys() {
+        for &d in known.all().keys() {
             match self.0 .0.legacy_getinfo(d) {
                 Ok(i) if i.dying => out.push(Change::Gone(d)),
                 Ok(i) if i.shutdown => out.push(Change::Shutdown(d)),
@@ -309,7 +340,7 @@ impl DomainState for Bitmap {
     fn identity(&mut self, domid: u32) -> Option<u64> {
         self.query.identity(domid)
     }
-    fn on_virq(&mut self, served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, known: &Known) -> Vec<Change> {
         let bits = match &self.mapped {
             Some(v) => v.read(),
             None => match self.query.0.dying_bitmap() {
@@ -328,13 +359,13 @@ impl DomainState for Bitmap {
                 let b = word.trailing_zeros();
                 word &= word - 1;
                 let d = w as u32 * 64 + b;
-                if served.contains_key(&d) {
-                    set.push(d);
+                if let Some(uid) = known.get(d) {
+                    set.push((d, uid));
                 }
             }
         }
         set.into_iter()
-            .filter_map(|d| self.query.followup(d, served))
+            .filter_map(|(d, uid)| self.query.followup(d, uid))
             .collect()
     }
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
@@ -361,7 +392,7 @@ impl DomainState for Channel {
         self.query.identity(domid)
     }
     /// Deaths arrive on their own ports; the VIRQ carries nothing.
-    fn on_virq(&mut self, _served: &Served) -> Vec<Change> {
+    fn on_virq(&mut self, _known: &Known) -> Vec<Change> {
         Vec::new()
     }
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
@@ -384,7 +415,8 @@ impl DomainState for Channel {
     }
     fn on_port(&mut self, port: u32, served: &Served) -> Option<Vec<Change>> {
         let d = *self.ports.get(&port)?;
-        Some(self.query.followup(d, served).into_iter().collect())
+        let uid = served.get(&d).copied().flatten();
+        Some(self.query.followup(d, uid).into_iter().collect())
     }
 }
 

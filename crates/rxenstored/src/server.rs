@@ -661,8 +661,9 @@ impl Server {
 
     /// `VIRQ_DOM_EXC`: apply what the changed-domain feed reports.
     fn domain_exc(&mut self) {
+        let store = &self.store;
         let changes = match &mut self.xen {
-            Some(x) => x.changes(),
+            Some(x) => x.changes(&|d| store.names_domain(d), &|| store.named_domains()),
             None => return,
         };
         self.apply_changes(changes);
@@ -690,7 +691,13 @@ impl Server {
                     tracing::info!("domain {d} shut down");
                 }
                 Change::Gone(d) => {
-                    tracing::info!("domain {d} died");
+                    if self.store.is_introduced(d) {
+                        tracing::info!("domain {d} died");
+                    } else {
+                        tracing::info!(
+                            "domain {d}, never introduced, died: its nodes and rights go"
+                        );
+                    }
                     let o = self.store.remove_domain(d);
                     self.deliver(o);
                 }

@@ -440,9 +440,20 @@ impl Xen {
         Some(r.conn)
     }
 
-    /// `VIRQ_DOM_EXC`: what changed among the domains with a ring.
-    pub fn changes(&mut self) -> Vec<Change> {
-        self.state.on_virq(&self.served)
+    /// `VIRQ_DOM_EXC`: what changed among the domains with a ring and
+    /// those the store names (`named`, `all_named`: see
+    /// [`crate::domain_state::Known`]).
+    pub fn changes(
+        &mut self,
+        named: &dyn Fn(u32) -> bool,
+        all_named: &dyn Fn() -> Vec<u32>,
+    ) -> Vec<Change> {
+        let known = crate::domain_state::Known {
+            served: &self.served,
+            named,
+            all_named,
+        };
+        self.state.on_virq(&known)
     }
 
     /// Whether a domain exists in the hypervisor; when the backend cannot

@@ -701,3 +701,68 @@ fn set_target_dies_with_its_target() {
         "the old SET_TARGET must not reach the new domain"
     );
 }
+
+/// A domain named in the store but never introduced (an ACL entry, a node
+/// it owns, a quota record) that dies takes its rights with it: the next
+/// domain on its domid inherits nothing (issue 8, finding 2).
+#[test]
+fn a_domain_dying_before_introduce_leaves_no_rights() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let d = h.sim.create_domain(None, 0).expect("create");
+    let ds = d.to_string();
+    assert_eq!(ts.write("/secret", b"s3cret").ok(), b"OK\0");
+    assert_eq!(
+        ts.req(MsgType::SetPerms, &zs(&["/secret", "n0", &format!("r{d}")]))
+            .ok(),
+        b"OK\0"
+    );
+    let owned = format!("/vm/pre-{d}");
+    assert_eq!(ts.write(&owned, b"x").ok(), b"OK\0");
+    assert_eq!(
+        ts.req(MsgType::SetPerms, &zs(&[&owned, &format!("n{d}")]))
+            .ok(),
+        b"OK\0"
+    );
+    assert_eq!(
+        ts.req(MsgType::SetQuota, &zs(&[&ds, "nodes", "7"])).ok(),
+        b"OK\0"
+    );
+    // It dies without ever being introduced; the daemon hears of it.
+    h.sim.destroy_domain(d).expect("destroy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ts.read(&owned).error().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead domain's node stays; log:\n{}",
+            h.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        text_of(&ts.req(MsgType::GetPerms, &z("/secret"))),
+        "n0|",
+        "the ACL entry naming the dead domain is gone"
+    );
+    assert_eq!(
+        ts.req(MsgType::GetQuota, &zs(&[&ds, "nodes"])).error(),
+        Some("ENOENT".into()),
+        "its quota record is gone"
+    );
+    // A new domain on the same domid reads nothing.
+    h.sim.create_domain(Some(d), 0).expect("same domid");
+    let mut g = xensim::Guest::attach(&h.sim.socket(), d, 0).expect("guest");
+    assert_eq!(
+        ts.req(MsgType::Introduce, &zs(&[&ds, "0", &g.port.to_string()]))
+            .ok(),
+        b"OK\0"
+    );
+    assert_eq!(
+        text(&g.request(MsgType::Read, 0, &z("/secret")).expect("read")),
+        "EACCES|"
+    );
+}
+
+fn text_of(r: &common::Reply) -> String {
+    String::from_utf8_lossy(&r.payload).replace('\0', "|")
+}

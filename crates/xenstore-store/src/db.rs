@@ -125,6 +125,17 @@ impl Db {
         self.by_acl.get(&domid).into_iter().flatten()
     }
 
+    /// True if some node is owned by `domid` or names it in its ACL.
+    pub fn names(&self, domid: u32) -> bool {
+        self.by_owner.contains_key(&domid) || self.by_acl.contains_key(&domid)
+    }
+
+    /// Every domid that owns a node or is named in an ACL (unordered,
+    /// possibly repeated).
+    pub fn named_domids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_owner.keys().chain(self.by_acl.keys()).copied()
+    }
+
     /// Stores a node as it is (start-up, repairs).
     pub(crate) fn insert_raw(&mut self, path: String, mut node: Node) {
         node.generation = self.next_generation();

@@ -54,6 +54,30 @@ impl Store {
         out
     }
 
+    /// True if the store holds anything of `domid` (a record, an owned
+    /// node, an ACL entry) that must go when it dies, whether or not it
+    /// was ever introduced. The privileged and store domains never go.
+    pub fn names_domain(&self, domid: u32) -> bool {
+        domid != self.cfg.priv_domid
+            && domid != self.cfg.store_domid
+            && domid < xenstore_proto::DOMID_FIRST_RESERVED
+            && (self.domains.contains_key(&domid) || self.db.names(domid))
+    }
+
+    /// Every domain [`Store::names_domain`] is true of, in domid order.
+    pub fn named_domains(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .domains
+            .keys()
+            .copied()
+            .chain(self.db.named_domids())
+            .filter(|&d| self.names_domain(d))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// The connection of an introduced domain.
     pub fn domain_conn(&self, domid: u32) -> Option<ConnId> {
         self.domains.get(&domid).and_then(|d| d.conn)
@@ -91,10 +115,15 @@ impl Store {
         if let Some(c) = conn {
             self.disconnect(c);
         }
+        let introduced = self.is_introduced(domid);
         self.remove_owned_nodes(domid, &mut out);
         self.cut_targets_of(domid);
         self.domains.remove(&domid);
-        self.fire_special(RELEASE_DOMAIN, Some(domid), true, &mut out.out);
+        // A domain that was never introduced (only named in the store) goes
+        // silently, as in C.
+        if introduced {
+            self.fire_special(RELEASE_DOMAIN, Some(domid), true, &mut out.out);
+        }
         out.effects.push(Effect::DomainReleased { domid, conn });
         out
     }
