@@ -1,0 +1,51 @@
+#!/bin/sh
+# /init of the PV guests' busybox initramfs (run.sh packs it with the tree
+# build-image.sh made). The guest reports to dom0 through its own Xenstore
+# ring (/dev/xen/xenbus): every result is a node under its data/ directory,
+# written with a path relative to /local/domain/<domid>, and the same lines go
+# to the console (hvc0), which xenconsoled logs in dom0.
+PATH=/usr/bin:/bin:/usr/sbin:/sbin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+# No socket here: libxenstore falls back to the ring device; name it anyway.
+export XENSTORED_PATH=/dev/xen/xenbus
+
+say() { echo "REALXEN-GUEST $*"; }
+
+# The kernel's orderly poweroff (on control/shutdown = poweroff) runs
+# /sbin/poweroff; make that power the domain off at once.
+mkdir -p /sbin
+printf '#!/bin/sh\necho "REALXEN-GUEST poweroff requested"\nexec /bin/busybox poweroff -f\n' >/sbin/poweroff
+chmod +x /sbin/poweroff
+cp /sbin/poweroff /sbin/reboot
+
+i=0
+while [ ! -e /dev/xen/xenbus ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+
+name=$(xenstore-read name 2>&1) || name="?($name)"
+domid=$(xenstore-read domid 2>&1) || domid="?($domid)"
+say "hello $name domid $domid"
+
+# read: the relative path 'name' gave our name (dom0 compares it).
+xenstore-write data/name-read "$name" && say "wrote data/name-read" || say "write data/name-read failed"
+# write with a relative path.
+xenstore-write data/rel hello && say "wrote data/rel" || say "write data/rel failed"
+# several writes in one transaction (xenstore-write with two pairs uses one).
+xenstore-write data/txn-a 1 data/txn-b 2 && say "wrote data/txn-a data/txn-b in a transaction" ||
+	say "transaction write failed"
+
+# watch: the first event is the one the watch fires when set, the second is
+# dom0 writing data/ping; then report.
+( timeout 120 xenstore-watch -n 2 data/ping >/tmp/watch.out 2>&1
+  n=$(grep -c '^data/ping$' /tmp/watch.out)
+  say "watch on data/ping saw $n events: $(tr '\n' ' ' </tmp/watch.out)"
+  [ "$n" -ge 2 ] && xenstore-write data/watch ok ) &
+# Wait for the watch's first event, so that it is set before dom0 pings.
+i=0
+while [ ! -s /tmp/watch.out ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+xenstore-write data/status ready && say "ready" || say "write data/status failed"
+
+# Stay up until dom0 shuts us down or destroys us.
+while :; do sleep 3600; done
