@@ -36,7 +36,9 @@ for suite in $suites; do
 		attempt=1
 		while :; do
 			t0=$(date +%s)
-			out=$(REALXEN_RESULTS=$results "$here/run.sh" "$suite" "$d" | tee /dev/stderr)
+			# tee -a: without it, opening /dev/stderr truncates a log file
+			# that standard error is redirected to.
+			out=$(REALXEN_RESULTS=$results "$here/run.sh" "$suite" "$d" | tee -a /dev/stderr)
 			rc=$?
 			last=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
 			[ "$rc" != 0 ] && [ "$attempt" -le "${REALXEN_RETRIES:-1}" ] || break
