@@ -254,7 +254,10 @@ pub fn parse_records(
     first: u32,
     asked: u32,
 ) -> Result<Vec<ListedDomain>, ListError> {
-    if count > asked || (count as usize).saturating_mul(layout.record_size) > buf.len() {
+    if layout.record_size == 0
+        || count > asked
+        || (count as usize).saturating_mul(layout.record_size) > buf.len()
+    {
         return Err(ListError::TooMany { got: count, asked });
     }
     let mut out = Vec::with_capacity(count as usize);
@@ -264,14 +267,23 @@ pub fn parse_records(
         .take(count as usize)
         .enumerate()
     {
-        let field = |off: usize, len: usize| rec.get(off..off + len).unwrap_or(&[]);
-        let mut d = [0u8; 2];
-        d.copy_from_slice(field(layout.domain, 2));
+        let field = |off: usize, len: usize| rec.get(off..off.saturating_add(len));
+        let bad = || ListError::BadRecord {
+            index,
+            domid: u32::MAX,
+            prev,
+            first,
+        };
+        let d: [u8; 2] = field(layout.domain, 2)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        let f: [u8; 4] = field(layout.flags, 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        let handle: [u8; 16] = field(layout.handle, 16)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
         let domid = u32::from(u16::from_ne_bytes(d));
-        let mut f = [0u8; 4];
-        f.copy_from_slice(field(layout.flags, 4));
-        let mut handle = [0u8; 16];
-        handle.copy_from_slice(field(layout.handle, 16));
         if domid < first || domid >= DOMID_FIRST_RESERVED || prev.is_some_and(|p| domid <= p) {
             return Err(ListError::BadRecord {
                 index,
@@ -543,6 +555,13 @@ mod tests {
 
     #[test]
     fn misread_records_are_refused() {
+        // A layout whose fields lie outside the record is an error, not a
+        // panic.
+        let broken = Layout {
+            handle: 100,
+            ..LAYOUT_4_17
+        };
+        assert!(parse_records(&broken, &record(1, 0, [0; 16]), 1, 0, 512).is_err());
         let l = LAYOUT_4_17;
         let mut buf = Vec::new();
         buf.extend_from_slice(&record(5, 0, [1; 16]));
@@ -560,5 +579,35 @@ mod tests {
         // Reserved domids.
         let bad = record(0x7FF2, 0, [0; 16]);
         assert!(parse_records(&l, &bad, 1, 0, 512).is_err());
+    }
+
+    #[test]
+    fn arbitrary_replies_never_panic() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let len = (next() % 2000) as usize;
+            let buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let count = (next() % 40) as u32;
+            let first = (next() % 0x8000) as u32;
+            let layout = Layout {
+                record_size: (next() % 130) as usize,
+                domain: (next() % 130) as usize,
+                flags: (next() % 130) as usize,
+                handle: (next() % 130) as usize,
+                ..LAYOUT_4_17
+            };
+            for l in [LAYOUT_4_17, layout] {
+                if let Ok(v) = parse_records(&l, &buf, count, first, 512) {
+                    assert!(v.len() <= count as usize);
+                    assert!(v.windows(2).all(|w| w[0].domid < w[1].domid));
+                }
+            }
+        }
     }
 }
