@@ -823,8 +823,7 @@ impl Server {
         if let Some(x) = &mut self.xen {
             if let Some(port) = x.port_of(ConnId(id)) {
                 if let Some(r) = x.ring_mut(port) {
-                    if !r.broken {
-                        r.out.extend(m.encode());
+                    if !r.broken && r.push(&m) {
                         self.ring_dirty.push(port);
                     }
                 }

@@ -27,6 +27,10 @@ use xenstore_store::ConnId;
 
 /// Bytes queued for a guest above which its requests are not read.
 pub const RING_OUT_HIGH: usize = 256 * 1024;
+/// Bytes queued for a guest beyond which watch events for it are dropped
+/// (replies are not: they are bounded by [`RING_OUT_HIGH`], which stops
+/// the guest's requests from being read).
+pub const RING_OUT_LIMIT: usize = 1024 * 1024;
 /// Request bytes read but not yet handled above which the ring is not read.
 pub const RING_IN_HIGH: usize = 16 * 1024;
 
@@ -59,6 +63,8 @@ pub struct Ring {
     pub out: VecDeque<u8>,
     /// Given up on (error field written); never read again.
     pub broken: bool,
+    /// Watch events dropped since the queue last drained below its bound.
+    pub dropped_events: u64,
     features: u32,
 }
 
@@ -72,6 +78,7 @@ impl Ring {
             decoder: Decoder::new(),
             out: VecDeque::new(),
             broken: false,
+            dropped_events: 0,
             features,
         }
     }
@@ -90,6 +97,34 @@ impl Ring {
             moved += n;
         }
         Ok(moved)
+    }
+
+    /// Queues a reply or event for the guest. A watch event that would take
+    /// the queue past [`RING_OUT_LIMIT`] is dropped for this guest alone
+    /// (a guest that stops reading cannot make the daemon grow); returns
+    /// false then.
+    pub fn push(&mut self, m: &xenstore_proto::Message) -> bool {
+        let event = m.kind() == Some(xenstore_proto::MsgType::WatchEvent);
+        if event && self.out.len() + m.wire_len() > RING_OUT_LIMIT {
+            if self.dropped_events == 0 {
+                tracing::warn!(
+                    "domain {}: not reading its ring; watch events for it are dropped",
+                    self.domid
+                );
+            }
+            self.dropped_events += 1;
+            return false;
+        }
+        if self.dropped_events > 0 && self.out.len() < RING_OUT_HIGH {
+            tracing::info!(
+                "domain {}: reading again; {} watch events were dropped",
+                self.domid,
+                self.dropped_events
+            );
+            self.dropped_events = 0;
+        }
+        self.out.extend(m.encode());
+        true
     }
 
     /// True while the guest's requests should not be read: its replies

@@ -766,3 +766,55 @@ fn a_domain_dying_before_introduce_leaves_no_rights() {
 fn text_of(r: &common::Reply) -> String {
     String::from_utf8_lossy(&r.payload).replace('\0', "|")
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A guest that sets its watches with long tokens and stops reading its
+/// ring cannot make the daemon queue without bound: events beyond the
+/// ring's output bound are dropped for that guest alone, and everyone else
+/// is served (issue 8, finding 1; XSA-115/326 class).
+#[test]
+fn events_for_a_guest_that_stops_reading_are_bounded() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut lazy = h.guest(&mut ts);
+    let mut good = h.guest(&mut ts);
+    let node = format!("/local/domain/{}/w", lazy.domid);
+    assert_eq!(ts.write(&node, b"0").ok(), b"OK\0");
+    let token = "t".repeat(4000);
+    for i in 0..100 {
+        let r = lazy
+            .request(MsgType::Watch, 0, &zs(&[&node, &format!("{i}{token}")]))
+            .expect("watch");
+        assert_eq!(text(&r), "OK|");
+    }
+    // From here on the guest reads nothing; each write below queues 100
+    // events of 4 KB for it: 400 KB a write without a bound.
+    let before = rss_kib(h.daemon.pid());
+    for i in 0..300 {
+        assert_eq!(ts.write(&node, i.to_string().as_bytes()).ok(), b"OK\0");
+    }
+    let grown = rss_kib(h.daemon.pid()).saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "the daemon grew by {grown} KiB for one guest that does not read"
+    );
+    let mut p = z("still");
+    p.push(b'1');
+    assert_eq!(
+        text(&good.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    assert!(h.daemon.log().contains("dropped"), "{}", h.daemon.log());
+}
