@@ -4,10 +4,15 @@
 //!   source of the event loop, whatever the number of domains. A pending
 //!   port names the ring to serve (a map lookup, never a scan of all
 //!   rings), or `VIRQ_DOM_EXC`.
-//! * On `VIRQ_DOM_EXC` the changed-domain feed (libxenmanage) is drained:
-//!   a shut-down domain fires `@releaseDomain/<domid>` once (generic
-//!   `@releaseDomain` once per batch), a dead or vanished domain (or one
-//!   whose `unique_id` changed: domid reused) is torn down.
+//! * On `VIRQ_DOM_EXC` the domain-state backend chosen at start-up
+//!   ([`crate::domain_state`]: libxenmanage's feed on Xen 4.21+, the domain
+//!   list before) says what changed among the domains served and those the
+//!   store names: a shut-down domain fires `@releaseDomain/<domid>` once
+//!   (generic `@releaseDomain` once per batch), a dead or vanished domain
+//!   (or one whose identity changed: domid reused) is torn down.
+//! * A guest that does not read: its requests stop being read past
+//!   [`RING_OUT_HIGH`] of queued output, and watch events for it are
+//!   dropped past [`RING_OUT_LIMIT`].
 //! * A ring is read with the barrier discipline of `xenstore_proto::ring`;
 //!   indices out of range or a header announcing more than 4096 bytes mark
 //!   the connection broken: the error field says why (when the ERROR feature
