@@ -184,6 +184,15 @@ pub struct Xen {
     parked: HashMap<u32, Ring>,
 }
 
+/// The guest's xenstore port: the one its ring page names, if any, else
+/// the one INTRODUCE gave.
+fn guest_port(page: &MappedPage, introduced: u32) -> u32 {
+    match page.load_u32(ring::EVTCHN_PORT) {
+        0 => introduced,
+        p => p,
+    }
+}
+
 /// Why the Xen side could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -360,12 +369,7 @@ impl Xen {
         };
         if let Some(mut r) = known {
             // Re-INTRODUCE: only the event channel is bound again.
-            let page_port = r.page.load_u32(ring::EVTCHN_PORT);
-            let remote = if page_port != 0 {
-                page_port
-            } else {
-                remote_port
-            };
+            let remote = guest_port(&r.page, remote_port);
             let port = match self.evtchn.bind_interdomain(domid, remote) {
                 Ok(p) => p,
                 Err(e) => {
@@ -391,12 +395,7 @@ impl Xen {
             tracing::warn!("INTRODUCE {domid}: {e}");
             xs_error(&e)
         })?;
-        let page_port = page.load_u32(ring::EVTCHN_PORT);
-        let remote = if page_port != 0 {
-            page_port
-        } else {
-            remote_port
-        };
+        let remote = guest_port(&page, remote_port);
         let port = self.evtchn.bind_interdomain(domid, remote).map_err(|e| {
             tracing::warn!("INTRODUCE {domid}: {e}");
             xs_error(&e)
