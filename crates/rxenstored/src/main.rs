@@ -8,6 +8,7 @@
 //! `NOTIFY_SOCKET` is set.
 
 mod cli;
+mod conn;
 mod control;
 mod domain_state;
 mod logging;

@@ -1,59 +1,69 @@
 //! The event loop: one thread, one epoll set (mio), O(1) work per event.
 //!
-//! * The listening socket, the signal pipe and every client connection are
-//!   sources of one `Poll`. Readiness is edge-triggered: a connection that
-//!   used up its read budget for this turn goes on the `ready` queue and is
-//!   served again next turn without waiting for a new edge, so one busy
-//!   client cannot starve the others.
-//! * Requests are pipelined: every whole message in the input is handled in
-//!   order, and all replies and events produced are written back with
-//!   vectored writes.
-//! * Each connection has an output queue. While it holds more than
-//!   [`OUT_HIGH`] bytes the connection's requests are not read (its own
-//!   replies are what fills it); watch events from others are still queued,
-//!   and a connection whose queue passes [`OUT_LIMIT`] is dropped, since it
-//!   is not reading.
-//! * A header announcing more than 4096 bytes closes the socket at once, as
-//!   C xenstored does; every other connection goes on.
+//! * The listening socket, the signal pipe, the event channel and every
+//!   socket connection are sources of one `Poll`; a pending event-channel
+//!   port names the ring connection to serve.
+//! * Sockets and rings are one kind of [`Connection`] (`crate::conn`):
+//!   one output queue of whole messages, one turn on one ready queue.
+//!   A turn handles at most [`REQUESTS_PER_TURN`] requests; a connection
+//!   with more goes to the back of the queue, so one connection's flood
+//!   costs the others at most one turn's worth of latency.
+//! * A connection's requests are not read while its output holds more
+//!   than its high-water mark (its own replies are what fills it). A
+//!   guest's requests are also not read while its domain has as many
+//!   requests outstanding as its `outstanding` quota allows (a request is
+//!   outstanding until its reply and every watch event it caused are
+//!   written, as in C xenstored), or while the domain is at its memory
+//!   quota; output queued for a guest is charged to that quota. So a guest
+//!   whose writes flood a slow watcher is throttled, not the watcher.
+//! * Watch events for a guest beyond its memory quota or [`RING_OUT_LIMIT`]
+//!   are dropped for that guest alone; events for unprivileged receivers
+//!   that wait longer than the watch-event timeout are dropped. A socket
+//!   whose queue passes [`OUT_LIMIT`] is dropped, since it is not reading.
+//! * A header announcing more than 4096 bytes closes a socket at once, as
+//!   C xenstored does, and marks a ring broken; every other connection
+//!   goes on.
 
+use crate::conn::{Connection, Queued, RingLink, Ticket, Transport, WriteError};
 use crate::control;
 use crate::trace::Trace;
-use crate::xen::{Change, Xen, XenConfig, RING_OUT_HIGH};
+use crate::xen::{Change, Xen, XenConfig, RING_IN_HIGH, RING_OUT_HIGH, RING_OUT_LIMIT};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xenstore_proto::ring::{ERROR_PROTO, ERROR_RINGIDX};
-use xenstore_proto::{args, number, Decoder, Message, MsgType, XsError};
+use xenstore_proto::{args, number, Message, MsgType, XsError};
 use xenstore_store::{ConnId, ConnKind, Effect, Outcome, Store, StoreConfig, SUPPORTED_FEATURES};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const EVTCHN: Token = Token(2);
-/// Pending ports handled per turn before sockets get served again.
+/// Pending ports taken per turn before sockets get served again.
 const PORTS_PER_TURN: usize = 256;
 const FIRST_CONN: u64 = 16;
 
-/// Bytes read per `read` call.
+/// Bytes read from a socket per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
-/// Reads per connection per turn before others get served.
-const READS_PER_TURN: usize = 4;
+/// Requests handled per connection per turn before the others get served.
+pub const REQUESTS_PER_TURN: usize = 32;
 /// How long to wait before accepting again after running out of
 /// descriptors, when no connection closes meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How often connections holding output for a receiver that does not read
+/// are looked at for stale watch events.
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
 /// Connections accepted per turn before the others get served.
 const ACCEPTS_PER_TURN: usize = 32;
-/// Output queued above which a connection's requests are not read.
+/// Output queued above which a socket's requests are not read.
 pub const OUT_HIGH: usize = 1 << 20;
-/// Output queued above which a connection is dropped.
+/// Output queued above which a socket is dropped.
 pub const OUT_LIMIT: usize = 64 << 20;
-/// Most buffers in one vectored write.
-const IOV_MAX: usize = 64;
 
 /// What the server needs to start.
 #[derive(Debug, Clone)]
@@ -98,24 +108,15 @@ pub enum StartError {
     Xen(crate::xen::OpenError),
 }
 
-struct Queued {
-    bytes: Vec<u8>,
-    at: Instant,
-    event: bool,
-}
 
-struct Client {
-    stream: UnixStream,
-    decoder: Decoder,
-    out: VecDeque<Queued>,
-    /// Bytes of the front buffer already written.
-    out_pos: usize,
-    out_bytes: usize,
-    want_write: bool,
-    input_paused: bool,
-    in_ready: bool,
-    in_dirty: bool,
-    privileged: bool,
+/// An outstanding request: how many queued messages (its reply, the watch
+/// events it caused) still refer to it, plus one while it is handled.
+struct Pending {
+    domid: u32,
+    /// The requesting connection: the count is the domain's only while
+    /// this is still its connection.
+    conn: ConnId,
+    refs: u32,
 }
 
 /// The daemon's event loop and everything it serves.
@@ -123,12 +124,19 @@ pub struct Server {
     poll: Poll,
     listener: UnixListener,
     signals: Signals,
-    clients: HashMap<u64, Client>,
+    conns: HashMap<u64, Connection>,
     store: Store,
     trace: Trace,
     next_id: u64,
     ready: VecDeque<u64>,
     dirty: Vec<u64>,
+    /// Ring connections not read because of their domain's limits.
+    stalled: Vec<u64>,
+    /// Unprivileged connections holding output: looked at for stale events.
+    backlogged: HashSet<u64>,
+    next_expiry: Option<Instant>,
+    pending: HashMap<u64, Pending>,
+    next_ticket: u64,
     cfg: ServerConfig,
     stop: bool,
     /// The listener used up its accept budget: more may be waiting.
@@ -140,8 +148,6 @@ pub struct Server {
     xen: Option<Xen>,
     /// The event channel used up its budget: more may be pending.
     evtchn_pending: bool,
-    /// Rings with output to write.
-    ring_dirty: Vec<u32>,
     on_hangup: Option<Box<dyn FnMut()>>,
 }
 
@@ -165,6 +171,7 @@ fn bind(path: &PathBuf) -> Result<UnixListener, StartError> {
         .map_err(|e| StartError::Socket(path.clone(), e))?;
     Ok(l)
 }
+
 
 impl Server {
     /// Binds the socket and prepares the loop.
@@ -217,24 +224,59 @@ impl Server {
             poll,
             listener,
             signals,
-            clients: HashMap::new(),
+            conns: HashMap::new(),
             store: Store::new(cfg.store.clone()),
             trace,
             next_id: FIRST_CONN,
             ready: VecDeque::new(),
             dirty: Vec::new(),
+            stalled: Vec::new(),
+            backlogged: HashSet::new(),
+            next_expiry: None,
+            pending: HashMap::new(),
+            next_ticket: 1,
             cfg,
             stop: false,
             accept_pending: false,
             accept_blocked: None,
             xen,
             evtchn_pending: false,
-            ring_dirty: Vec::new(),
             on_hangup: None,
         };
         srv.attach_local_ring();
         srv.adopt_existing_domains();
         Ok(srv)
+    }
+
+    fn new_conn_id(&mut self) -> ConnId {
+        let c = ConnId(self.next_id);
+        self.next_id += 1;
+        c
+    }
+
+    /// Registers a new ring connection of `domid` with the store and the
+    /// loop, and records the domain as introduced.
+    fn add_ring(&mut self, conn: ConnId, link: RingLink) -> Vec<(ConnId, Message)> {
+        let domid = link.domid;
+        self.store.connect(conn, ConnKind::Domain(domid));
+        let privileged = self.store.is_privileged(conn);
+        self.conns.insert(
+            conn.0,
+            Connection::new(conn, Transport::Ring(link), privileged),
+        );
+        self.trace
+            .obj(&format!("ring connection of domain {domid}"), conn.0);
+        let out = self.store.introduce_domain(domid, conn);
+        // The guest may have written requests before we bound its port.
+        self.schedule(conn.0);
+        out
+    }
+
+    /// The feature mask to advertise to `domid`.
+    fn features_of(&self, domid: u32) -> u32 {
+        self.store
+            .domain(domid)
+            .map_or(SUPPORTED_FEATURES, |d| d.features)
     }
 
     /// Start-up: every domain that exists and whose ring page names its
@@ -250,17 +292,14 @@ impl Server {
             if skip.contains(&domid) || !info.exists() {
                 continue;
             }
-            let Some(x) = &mut self.xen else { return };
+            let features = self.features_of(domid);
             let conn = ConnId(self.next_id);
-            let features = self
-                .store
-                .domain(domid)
-                .map_or(SUPPORTED_FEATURES, |d| d.features);
+            let Some(x) = &mut self.xen else { return };
             match x.adopt(domid, features, conn) {
-                Ok(Some(port)) => {
+                Ok(Some(link)) => {
                     self.next_id += 1;
-                    self.store.connect(conn, ConnKind::Domain(domid));
-                    let _ = self.store.introduce_domain(domid, conn);
+                    let port = link.port.unwrap_or_default();
+                    let _ = self.add_ring(conn, link);
                     tracing::info!("domain {domid} found at start-up: served (port {port})");
                 }
                 Ok(None) => tracing::debug!("domain {domid} exists; waiting for its INTRODUCE"),
@@ -272,6 +311,9 @@ impl Server {
     /// Serves the local domain's own ring, if this domain has one (dom0's
     /// kernel relays `/dev/xen/xenbus` clients over it).
     fn attach_local_ring(&mut self) {
+        let domid = self.cfg.store.store_domid;
+        let features = self.features_of(domid);
+        let conn = ConnId(self.next_id);
         let (Some(x), Some(xc)) = (&mut self.xen, &self.cfg.xen) else {
             return;
         };
@@ -282,17 +324,11 @@ impl Server {
             );
             return;
         }
-        let domid = self.cfg.store.store_domid;
-        let conn = ConnId(self.next_id);
-        let features = self
-            .store
-            .domain(domid)
-            .map_or(SUPPORTED_FEATURES, |d| d.features);
         match x.attach_local(xc, domid, features, conn) {
-            Ok(port) => {
+            Ok(link) => {
                 self.next_id += 1;
-                self.store.connect(conn, ConnKind::Domain(domid));
-                let _ = self.store.introduce_domain(domid, conn);
+                let port = link.port.unwrap_or_default();
+                let _ = self.add_ring(conn, link);
                 tracing::info!("serving the local domain's ring (port {port})");
             }
             Err(e) => tracing::warn!("the local domain's ring is not served: {e}"),
@@ -311,8 +347,12 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
             let timeout = if self.ready.is_empty() && !self.accept_pending && !self.evtchn_pending {
-                self.accept_blocked
-                    .map(|t| t.saturating_duration_since(Instant::now()))
+                let now = Instant::now();
+                [self.accept_blocked, self.next_expiry]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|t| t.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -321,7 +361,8 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            if self.accept_blocked.is_some_and(|t| Instant::now() >= t) {
+            let now = Instant::now();
+            if self.accept_blocked.is_some_and(|t| now >= t) {
                 self.accept_pending = true;
             }
             if self.accept_pending {
@@ -341,7 +382,7 @@ impl Server {
                             self.flush(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.mark_ready(id);
+                            self.schedule(id);
                         }
                     }
                 }
@@ -352,13 +393,17 @@ impl Server {
                 }
             }
             self.flush_dirty();
+            if self.next_expiry.is_some_and(|t| now >= t) {
+                self.expire_backlog();
+            }
+            self.retry_stalled();
         }
         self.shutdown();
         Ok(())
     }
 
     fn shutdown(&mut self) {
-        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, "daemon stopping");
         }
@@ -397,7 +442,6 @@ impl Server {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let id = self.next_id;
-                    self.next_id += 1;
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,
                         Token(id as usize),
@@ -406,25 +450,17 @@ impl Server {
                         tracing::warn!("cannot register connection: {e}");
                         continue;
                     }
-                    self.store.connect(ConnId(id), ConnKind::Socket);
-                    let privileged = self.store.is_privileged(ConnId(id));
-                    self.clients.insert(
-                        id,
-                        Client {
-                            stream,
-                            decoder: Decoder::new(),
-                            out: VecDeque::new(),
-                            out_pos: 0,
-                            out_bytes: 0,
-                            want_write: false,
-                            input_paused: false,
-                            in_ready: false,
-                            in_dirty: false,
-                            privileged,
-                        },
-                    );
+                    let conn = self.new_conn_id();
+                    self.store.connect(conn, ConnKind::Socket);
+                    let privileged = self.store.is_privileged(conn);
+                    let transport = Transport::Socket {
+                        stream,
+                        want_write: false,
+                    };
+                    self.conns
+                        .insert(id, Connection::new(conn, transport, privileged));
                     self.trace.obj("socket connection created", id);
-                    self.mark_ready(id);
+                    self.schedule(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -444,79 +480,197 @@ impl Server {
         self.accept_pending = true;
     }
 
-    fn mark_ready(&mut self, id: u64) {
-        if let Some(c) = self.clients.get_mut(&id) {
-            if !c.in_ready {
-                c.in_ready = true;
+    /// Puts a connection on the ready queue (once).
+    fn schedule(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.scheduled {
+                c.scheduled = true;
                 self.ready.push_back(id);
             }
         }
     }
 
-    /// One turn of a connection: handle buffered requests, then read.
-    fn turn(&mut self, id: u64) {
-        match self.clients.get_mut(&id) {
-            Some(c) => c.in_ready = false,
-            None => return,
-        }
-        if !self.process_input(id) {
-            return;
-        }
-        let mut buf = vec![0u8; READ_CHUNK];
-        for _ in 0..READS_PER_TURN {
-            let Some(c) = self.clients.get_mut(&id) else {
-                return;
-            };
-            if c.input_paused {
-                return;
-            }
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    self.close(id, "end of file");
-                    return;
-                }
-                Ok(n) => {
-                    c.decoder.feed(&buf[..n]);
-                    if !self.process_input(id) {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.close(id, &format!("read error: {e}"));
-                    return;
-                }
-            }
-        }
-        // Budget used up: there may be more to read.
-        self.mark_ready(id);
-    }
-
-    /// Handles every whole request buffered for `id`, unless its output
-    /// queue is full. Returns false if the connection was closed.
-    fn process_input(&mut self, id: u64) -> bool {
-        loop {
-            let Some(c) = self.clients.get_mut(&id) else {
-                return false;
-            };
-            if c.out_bytes >= OUT_HIGH {
-                c.input_paused = true;
-                return true;
-            }
-            match c.decoder.next_message() {
-                Ok(Some(m)) => self.dispatch(id, m),
-                Ok(None) => return true,
-                Err(e) => {
-                    self.close(id, &format!("protocol error: {e}"));
+    /// Whether a connection's requests may be handled now. A ring whose
+    /// domain is at its limits is noted as stalled and served again when
+    /// they allow.
+    fn may_read(&mut self, id: u64) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        match &c.transport {
+            Transport::Socket { .. } => {
+                if c.out.bytes() >= OUT_HIGH {
+                    c.paused = true;
                     return false;
                 }
+                true
+            }
+            Transport::Ring(r) => {
+                if r.broken || r.port.is_none() || c.out.bytes() >= RING_OUT_HIGH {
+                    return false;
+                }
+                let d = r.domid;
+                if self.store.outstanding_full(d) || self.store.memory_full(d) {
+                    if !c.stalled {
+                        c.stalled = true;
+                        self.stalled.push(id);
+                    }
+                    return false;
+                }
+                true
             }
         }
     }
 
+    /// Serves again the stalled rings whose domains are back within their
+    /// limits.
+    fn retry_stalled(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let stalled = std::mem::take(&mut self.stalled);
+        for id in stalled {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let Some(d) = c.domid() else { continue };
+            if self.store.outstanding_full(d) || self.store.memory_full(d) {
+                self.stalled.push(id);
+            } else {
+                c.stalled = false;
+                self.schedule(id);
+            }
+        }
+    }
+
+    /// One turn of a connection: write what it can take, then handle its
+    /// requests (reading more as needed) up to the per-turn budget.
+    fn turn(&mut self, id: u64) {
+        match self.conns.get_mut(&id) {
+            Some(c) => c.scheduled = false,
+            None => return,
+        }
+        self.flush(id);
+        let mut handled = 0;
+        let mut read = 0;
+        while self.may_read(id) {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            match c.decoder.next_message() {
+                Ok(Some(m)) => {
+                    self.dispatch(id, m);
+                    handled += 1;
+                    if handled >= REQUESTS_PER_TURN {
+                        // More may wait: back of the queue.
+                        self.schedule(id);
+                        break;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.fail(id, ERROR_PROTO, &format!("protocol error: {e}"));
+                    return;
+                }
+            }
+            match self.read_more(id) {
+                Some(0) => break,
+                Some(n) => read += n,
+                None => return,
+            }
+        }
+        let wrote = self.flush(id);
+        if read > 0 && !wrote {
+            // Requests consumed and nothing written: the guest may be
+            // waiting for room.
+            self.notify_ring(id);
+        }
+    }
+
+    /// Reads more requests into a connection's decoder. `Some(0)`: nothing
+    /// more now; `None`: the connection is gone or broken.
+    fn read_more(&mut self, id: u64) -> Option<usize> {
+        let c = self.conns.get_mut(&id)?;
+        let result = match &mut c.transport {
+            Transport::Socket { stream, .. } => {
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break Err("end of file".to_owned()),
+                        Ok(n) => {
+                            c.decoder.feed(buf.get(..n).unwrap_or_default());
+                            break Ok(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(format!("read error: {e}")),
+                    }
+                }
+            }
+            Transport::Ring(r) => r
+                .read_into(&mut c.decoder, RING_IN_HIGH)
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(n) => Some(n),
+            Err(why) => {
+                self.fail(id, ERROR_RINGIDX, &why);
+                None
+            }
+        }
+    }
+
+    /// A connection failed: a socket is closed; a ring is marked broken
+    /// (the error field says why, when the guest may read it), its watches
+    /// and transactions go, and it is never read again while the domain
+    /// stays introduced until it dies or is released.
+    fn fail(&mut self, id: u64, ring_code: u32, why: &str) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(r) = c.ring_mut() else {
+            self.close(id, why);
+            return;
+        };
+        tracing::warn!("domain {}: {why}: connection ignored", r.domid);
+        r.break_with(ring_code);
+        c.decoder.clear();
+        self.clear_output(id);
+        self.store.reset_connection(ConnId(id));
+    }
+
+    /// Signals a ring's guest.
+    fn notify_ring(&mut self, id: u64) {
+        let port = self
+            .conns
+            .get(&id)
+            .and_then(|c| c.ring())
+            .filter(|r| !r.broken)
+            .and_then(|r| r.port);
+        if let (Some(port), Some(x)) = (port, &mut self.xen) {
+            x.notify(port);
+        }
+    }
+
+    /// Handles one request. A guest's request is outstanding until its
+    /// reply and the watch events it caused are all written.
     fn dispatch(&mut self, id: u64, msg: Message) {
         self.trace.io("IN", id, &msg);
+        let ticket = self.conns.get(&id).and_then(|c| c.domid()).map(|domid| {
+            let t = self.next_ticket;
+            self.next_ticket += 1;
+            self.store.charge_outstanding(domid, 1);
+            self.pending.insert(
+                t,
+                Pending {
+                    domid,
+                    conn: ConnId(id),
+                    refs: 1,
+                },
+            );
+            Ticket(t)
+        });
         let outcome = match msg.kind() {
             Some(MsgType::Control) => self.control(id, &msg),
             Some(MsgType::Introduce) => self.introduce(id, &msg),
@@ -525,27 +679,79 @@ impl Server {
                 self.store.handle(ConnId(id), &msg, &oracle)
             }
         };
-        self.deliver(outcome);
+        self.deliver(outcome, ticket);
+        if let Some(t) = ticket {
+            self.unref(t);
+        }
     }
 
-    fn deliver(&mut self, outcome: Outcome) {
+    fn deliver(&mut self, outcome: Outcome, cause: Option<Ticket>) {
         for (cid, m) in outcome.out {
-            self.queue(cid.0, m);
+            self.queue(cid.0, m, cause);
         }
         for e in outcome.effects {
             match e {
                 Effect::DomainReleased { domid, conn } => {
                     tracing::info!("domain {domid} released");
-                    if let Some(x) = &mut self.xen {
+                    match conn {
                         // Unbinds the port and unmaps the page.
-                        x.detach(domid);
-                    }
-                    if let Some(c) = conn {
-                        self.close(c.0, "domain released");
+                        Some(c) => self.close(c.0, "domain released"),
+                        None => {
+                            if let Some(x) = &mut self.xen {
+                                x.detach(domid, None);
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// One fewer queued message refers to an outstanding request; the last
+    /// ends it.
+    fn unref(&mut self, t: Ticket) {
+        let Some(p) = self.pending.get_mut(&t.0) else {
+            return;
+        };
+        p.refs = p.refs.saturating_sub(1);
+        if p.refs > 0 {
+            return;
+        }
+        let (domid, conn) = (p.domid, p.conn);
+        self.pending.remove(&t.0);
+        // A domain released or dead since took its count with it.
+        if self.store.domain(domid).is_some_and(|d| d.conn == Some(conn)) {
+            self.store.charge_outstanding(domid, -1);
+        }
+    }
+
+    /// Releases what a message that left a queue was charged for.
+    fn release(&mut self, receiver: ConnId, domid: Option<u32>, q: Queued) {
+        if let (Some(d), true) = (domid, q.charged > 0) {
+            if self.store.domain(d).is_some_and(|x| x.conn == Some(receiver)) {
+                self.store.charge_memory(d, -(q.charged as i64));
+            }
+        }
+        if let Some(t) = q.ticket {
+            self.unref(t);
+        }
+    }
+
+    fn release_all(&mut self, receiver: ConnId, domid: Option<u32>, gone: Vec<Queued>) {
+        for q in gone {
+            self.release(receiver, domid, q);
+        }
+    }
+
+    /// Empties a connection's output, releasing what it was charged for.
+    fn clear_output(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        c.out.clear(|q| gone.push(q));
+        let (conn, domid) = (c.id, c.domid());
+        self.release_all(conn, domid, gone);
     }
 
     fn control(&mut self, id: u64, msg: &Message) -> Outcome {
@@ -580,45 +786,14 @@ impl Server {
     /// INTRODUCE `<domid>|<gfn>|<port>|`: arguments are checked as C does
     /// (the gfn is ignored: the ring is grant entry 1); then the ring is
     /// mapped and the event channel bound. A domain introduced before only
-    /// gets its event channel re-bound and its connection reset. Without a
-    /// Xen interface the mapping cannot happen: `EINVAL`, as C answers
-    /// when the grant map fails.
+    /// gets its event channel bound again and its connection reset (a ring
+    /// whose binding fails stays mapped, parked, until an INTRODUCE that
+    /// binds). Without a Xen interface the mapping cannot happen: `EINVAL`,
+    /// as C answers when the grant map fails.
     fn introduce(&mut self, id: u64, msg: &Message) -> Outcome {
         let h = msg.header;
         let mut out = Outcome::default();
-        let result = self.store.gate(ConnId(id), &h).and_then(|_| {
-            let a = args::strings(&msg.payload);
-            if a.len() < 3 {
-                return Err(XsError::Einval);
-            }
-            let domid = number::parse_domid(a[0])?;
-            let port = u32::try_from(number::atoi(a[2])).map_err(|_| XsError::Einval)?;
-            if port == 0 {
-                return Err(XsError::Einval);
-            }
-            let Some(x) = &mut self.xen else {
-                tracing::warn!("INTRODUCE {domid} port {port}: no hypervisor interface");
-                return Err(XsError::Einval);
-            };
-            let existing = x.conn_of_domain(domid);
-            let conn = existing.unwrap_or_else(|| {
-                let c = ConnId(self.next_id);
-                self.next_id += 1;
-                c
-            });
-            let features = self
-                .store
-                .domain(domid)
-                .map_or(SUPPORTED_FEATURES, |d| d.features);
-            x.attach(domid, port, features, conn)?;
-            if existing.is_none() {
-                self.store.connect(conn, ConnKind::Domain(domid));
-                self.trace
-                    .obj(&format!("ring connection of domain {domid}"), conn.0);
-            }
-            out.out.extend(self.store.introduce_domain(domid, conn));
-            Ok(())
-        });
+        let result = self.introduce_ring(id, msg, &mut out);
         out.out.push((
             ConnId(id),
             match result {
@@ -629,8 +804,52 @@ impl Server {
         out
     }
 
-    /// The event channel is readable: serve pending ports (a budget per
-    /// turn, so sockets are not starved by a notification storm).
+    fn introduce_ring(&mut self, id: u64, msg: &Message, out: &mut Outcome) -> Result<(), XsError> {
+        self.store.gate(ConnId(id), &msg.header)?;
+        let a = args::strings(&msg.payload);
+        if a.len() < 3 {
+            return Err(XsError::Einval);
+        }
+        let domid = number::parse_domid(a[0])?;
+        let port = u32::try_from(number::atoi(a[2])).map_err(|_| XsError::Einval)?;
+        if port == 0 {
+            return Err(XsError::Einval);
+        }
+        let features = self.features_of(domid);
+        let Some(x) = &mut self.xen else {
+            tracing::warn!("INTRODUCE {domid} port {port}: no hypervisor interface");
+            return Err(XsError::Einval);
+        };
+        match x.conn_of_domain(domid) {
+            Some(conn) => {
+                // Introduced before: its output and input go, the event
+                // channel is bound again.
+                self.clear_output(conn.0);
+                let (Some(c), Some(x)) = (self.conns.get_mut(&conn.0), &mut self.xen) else {
+                    return Err(XsError::Einval);
+                };
+                c.decoder.clear();
+                let Some(link) = c.ring_mut() else {
+                    return Err(XsError::Einval);
+                };
+                x.rebind(link, port, conn)?;
+                out.out.extend(self.store.introduce_domain(domid, conn));
+                self.schedule(conn.0);
+            }
+            None => {
+                let conn = ConnId(self.next_id);
+                let link = x.attach(domid, port, features, conn)?;
+                self.next_id += 1;
+                out.out.extend(self.add_ring(conn, link));
+            }
+        }
+        Ok(())
+    }
+
+    /// The event channel is readable: take pending ports (a budget per
+    /// turn, so sockets are not starved by a notification storm). A ring's
+    /// port puts its connection on the ready queue; `VIRQ_DOM_EXC` and the
+    /// domain-state backend's ports are handled here.
     fn on_evtchn(&mut self) {
         self.evtchn_pending = false;
         for _ in 0..PORTS_PER_TURN {
@@ -649,8 +868,8 @@ impl Server {
                 self.domain_exc();
             } else if let Some(changes) = backend {
                 self.apply_changes(changes);
-            } else {
-                self.ring_turn(port);
+            } else if let Some(conn) = self.xen.as_ref().and_then(|x| x.conn_of_port(port)) {
+                self.schedule(conn.0);
             }
             if let Some(x) = &mut self.xen {
                 x.unmask(port);
@@ -659,7 +878,7 @@ impl Server {
         self.evtchn_pending = true;
     }
 
-    /// `VIRQ_DOM_EXC`: apply what the changed-domain feed reports.
+    /// `VIRQ_DOM_EXC`: apply what the domain-state backend reports.
     fn domain_exc(&mut self) {
         let store = &self.store;
         let changes = match &mut self.xen {
@@ -686,7 +905,7 @@ impl Server {
                         generic = true;
                     }
                     for (cid, m) in ev {
-                        self.queue(cid.0, m);
+                        self.queue(cid.0, m, None);
                     }
                     tracing::info!("domain {d} shut down");
                 }
@@ -699,276 +918,207 @@ impl Server {
                         );
                     }
                     let o = self.store.remove_domain(d);
-                    self.deliver(o);
+                    self.deliver(o, None);
                 }
             }
         }
         if generic {
             for (cid, m) in self.store.release_domain_generic() {
-                self.queue(cid.0, m);
+                self.queue(cid.0, m, None);
             }
         }
     }
 
-    /// A guest's port fired: read its requests, handle them, write replies.
-    /// Reading and handling alternate until the ring is empty or the
-    /// guest is throttled.
-    fn ring_turn(&mut self, port: u32) {
-        let mut read = 0;
-        loop {
-            // Room first: the guest may have consumed replies.
-            self.flush_ring(port);
-            let n = self.ring_read(port);
-            read += n;
-            let handled = self.ring_handle(port);
-            if n == 0 && handled == 0 {
-                break;
-            }
-        }
-        if !self.flush_ring(port) && read > 0 {
-            // Nothing written, but we consumed requests: the guest may be
-            // waiting for room.
-            if let Some(x) = &mut self.xen {
-                x.notify(port);
-            }
-        }
-    }
-
-    /// Reads a ring's requests into its decoder (unless throttled).
-    fn ring_read(&mut self, port: u32) -> usize {
-        let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
-            return 0;
-        };
-        if r.broken {
-            return 0;
-        }
-        match r.read_in() {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!("domain {}: {e}: connection ignored", r.domid);
-                let conn = r.conn;
-                r.break_with(ERROR_RINGIDX);
-                self.store.reset_connection(conn);
-                0
-            }
-        }
-    }
-
-    /// Handles a ring's decoded requests while its output has room.
-    /// Returns how many were handled.
-    fn ring_handle(&mut self, port: u32) -> usize {
-        let mut handled = 0;
-        loop {
-            let next = {
-                let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) else {
-                    return handled;
-                };
-                if r.broken || r.out.len() >= RING_OUT_HIGH {
-                    break;
-                }
-                match r.decoder.next_message() {
-                    Ok(Some(m)) => Ok(Some((r.conn, m))),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err((r.conn, r.domid, e)),
-                }
-            };
-            match next {
-                Ok(Some((conn, m))) => {
-                    self.dispatch(conn.0, m);
-                    handled += 1;
-                }
-                Ok(None) => break,
-                Err((conn, domid, e)) => {
-                    tracing::warn!("domain {domid}: {e}: connection ignored");
-                    if let Some(r) = self.xen.as_mut().and_then(|x| x.ring_mut(port)) {
-                        r.break_with(ERROR_PROTO);
-                    }
-                    self.store.reset_connection(conn);
-                    break;
-                }
-            }
-        }
-        handled
-    }
-
-    /// Writes queued output into a ring; true if the guest was notified.
-    fn flush_ring(&mut self, port: u32) -> bool {
-        let Some(x) = &mut self.xen else {
-            return false;
-        };
-        let Some(r) = x.ring_mut(port) else {
-            return false;
-        };
-        if r.broken {
-            return false;
-        }
-        match r.write_out() {
-            Ok(0) => false,
-            Ok(_) => {
-                x.notify(port);
-                true
-            }
-            Err(e) => {
-                tracing::warn!("domain {}: {e}: connection ignored", r.domid);
-                let conn = r.conn;
-                r.break_with(ERROR_RINGIDX);
-                self.store.reset_connection(conn);
-                false
-            }
-        }
-    }
-
-    fn queue(&mut self, id: u64, m: Message) {
+    /// Queues a reply or watch event for a connection. A guest's queued
+    /// output is charged to its domain's memory; a watch event that would
+    /// take the guest over its memory quota or [`RING_OUT_LIMIT`] is
+    /// dropped for that guest alone. A socket whose queue passes
+    /// [`OUT_LIMIT`] is closed.
+    fn queue(&mut self, id: u64, m: Message, cause: Option<Ticket>) {
         self.trace.io("OUT", id, &m);
-        if let Some(x) = &mut self.xen {
-            if let Some(port) = x.port_of(ConnId(id)) {
-                if let Some(r) = x.ring_mut(port) {
-                    if !r.broken && r.push(&m) {
-                        self.ring_dirty.push(port);
-                    }
-                }
-                return;
-            }
-        }
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         let event = m.kind() == Some(MsgType::WatchEvent);
-        c.out_bytes += m.wire_len();
-        c.out.push_back(Queued {
+        let len = m.wire_len();
+        let mut charged = 0;
+        match &c.transport {
+            Transport::Ring(r) => {
+                if r.broken || r.port.is_none() {
+                    return;
+                }
+                let d = r.domid;
+                if event
+                    && (c.out.bytes() + len > RING_OUT_LIMIT
+                        || self.store.memory_would_exceed(d, len as u64))
+                {
+                    if c.dropped_events == 0 {
+                        tracing::warn!(
+                            "domain {d}: not reading its ring or over its memory quota; \
+                             watch events for it are dropped"
+                        );
+                    }
+                    c.dropped_events += 1;
+                    return;
+                }
+                if c.dropped_events > 0 && c.out.bytes() < RING_OUT_HIGH {
+                    tracing::info!(
+                        "domain {d}: reading again; {} watch events were dropped",
+                        c.dropped_events
+                    );
+                    c.dropped_events = 0;
+                }
+                self.store.charge_memory(d, len as i64);
+                charged = len;
+            }
+            Transport::Socket { .. } => {
+                if c.out.bytes() + len > OUT_LIMIT {
+                    self.close(id, "output queue overflow: client is not reading");
+                    return;
+                }
+            }
+        }
+        c.out.push(Queued {
             bytes: m.encode(),
             at: Instant::now(),
             event,
+            charged,
+            ticket: cause,
         });
-        if !c.in_dirty {
-            c.in_dirty = true;
-            self.dirty.push(id);
+        if let Some(p) = cause.and_then(|t| self.pending.get_mut(&t.0)) {
+            p.refs += 1;
         }
-        if c.out_bytes > OUT_LIMIT {
-            self.close(id, "output queue overflow: client is not reading");
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(id);
         }
     }
 
     fn flush_dirty(&mut self) {
-        let mut rings = std::mem::take(&mut self.ring_dirty);
-        rings.sort_unstable();
-        rings.dedup();
-        for port in rings {
-            self.flush_ring(port);
-        }
         while let Some(id) = self.dirty.pop() {
-            if let Some(c) = self.clients.get_mut(&id) {
-                c.in_dirty = false;
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.dirty = false;
             }
             self.flush(id);
         }
     }
 
-    /// Writes as much queued output as the socket takes.
-    fn flush(&mut self, id: u64) {
+    /// Writes as much queued output as the connection takes (dropping
+    /// stale watch events for unprivileged receivers first). Returns true
+    /// if anything was written.
+    fn flush(&mut self, id: u64) -> bool {
         let timeout = self.cfg.watch_event_timeout;
-        let Some(c) = self.clients.get_mut(&id) else {
-            return;
+        let now = Instant::now();
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
         };
+        let mut gone = Vec::new();
         if let (Some(t), false) = (timeout, c.privileged) {
-            drop_stale_events(c, t);
-        }
-        let mut failed = None;
-        while !c.out.is_empty() {
-            let mut iov = Vec::with_capacity(IOV_MAX.min(c.out.len()));
-            for (i, q) in c.out.iter().take(IOV_MAX).enumerate() {
-                let start = if i == 0 { c.out_pos } else { 0 };
-                iov.push(IoSlice::new(&q.bytes[start..]));
-            }
-            match c.stream.write_vectored(&iov) {
-                Ok(0) => {
-                    failed = Some("write returned 0".to_owned());
-                    break;
-                }
-                Ok(mut n) => {
-                    c.out_bytes -= n;
-                    while n > 0 {
-                        let Some(front) = c.out.front() else { break };
-                        let left = front.bytes.len() - c.out_pos;
-                        if n >= left {
-                            n -= left;
-                            c.out_pos = 0;
-                            c.out.pop_front();
-                        } else {
-                            c.out_pos += n;
-                            n = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(format!("write error: {e}"));
-                    break;
-                }
+            let n = c.out.expire_events(now, t, |q| gone.push(q));
+            if n > 0 {
+                tracing::debug!("connection {id}: dropped {n} stale watch events");
             }
         }
-        if let Some(reason) = failed {
-            self.close(id, &reason);
-            return;
+        let result = c.write_out(|q| gone.push(q));
+        let (conn, domid) = (c.id, c.domid());
+        let port = c.ring().and_then(|r| r.port);
+        let backlog = !c.out.is_empty() && !c.privileged && timeout.is_some();
+        let resume = c.paused && c.out.bytes() < OUT_HIGH / 2;
+        if resume {
+            c.paused = false;
         }
-        let want_write = !c.out.is_empty();
-        if want_write != c.want_write {
-            c.want_write = want_write;
-            let interest = if want_write {
+        let mut reregister = None;
+        if let Transport::Socket { want_write, .. } = &mut c.transport {
+            let want = !c.out.is_empty();
+            if want != *want_write {
+                *want_write = want;
+                reregister = Some(want);
+            }
+        }
+        self.release_all(conn, domid, gone);
+        let written = match result {
+            Ok(n) => n,
+            Err(WriteError::Ring(e)) => {
+                self.fail(id, ERROR_RINGIDX, &e.to_string());
+                return false;
+            }
+            Err(e) => {
+                self.close(id, &e.to_string());
+                return false;
+            }
+        };
+        if written > 0 {
+            if let (Some(p), Some(x)) = (port, &mut self.xen) {
+                x.notify(p);
+            }
+        }
+        if let Some(want) = reregister {
+            let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            if let Err(e) = reregister(self.poll.registry(), &mut c.stream, id, interest) {
-                self.close(id, &format!("poll: {e}"));
-                return;
+            let registry = self.poll.registry();
+            if let Some(Transport::Socket { stream, .. }) =
+                self.conns.get_mut(&id).map(|c| &mut c.transport)
+            {
+                if let Err(e) = reregister_socket(registry, stream, id, interest) {
+                    self.close(id, &format!("poll: {e}"));
+                    return written > 0;
+                }
             }
         }
-        if c.input_paused && c.out_bytes < OUT_HIGH / 2 {
-            c.input_paused = false;
-            self.mark_ready(id);
+        if backlog {
+            if self.backlogged.insert(id) && self.next_expiry.is_none() {
+                self.next_expiry = Some(now + EXPIRY_TICK);
+            }
+        } else {
+            self.backlogged.remove(&id);
         }
+        if resume {
+            self.schedule(id);
+        }
+        written > 0
+    }
+
+    /// Looks at the connections holding output for stale watch events
+    /// (a receiver that stopped reading is not flushed otherwise).
+    fn expire_backlog(&mut self) {
+        let ids: Vec<u64> = self.backlogged.iter().copied().collect();
+        for id in ids {
+            self.flush(id);
+        }
+        self.next_expiry = (!self.backlogged.is_empty()).then(|| Instant::now() + EXPIRY_TICK);
     }
 
     fn close(&mut self, id: u64, reason: &str) {
-        if let Some(mut c) = self.clients.remove(&id) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-            drop(c);
-            if self.accept_blocked.is_some() {
-                // A descriptor is free: the backlog may be served.
-                self.accept_pending = true;
+        self.clear_output(id);
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        self.backlogged.remove(&id);
+        match c.transport {
+            Transport::Socket { mut stream, .. } => {
+                let _ = self.poll.registry().deregister(&mut stream);
+                drop(stream);
+                if self.accept_blocked.is_some() {
+                    // A descriptor is free: the backlog may be served.
+                    self.accept_pending = true;
+                }
             }
-            self.store.disconnect(ConnId(id));
-            self.trace
-                .obj(&format!("connection destroyed: {reason}"), id);
-            tracing::debug!("connection {id} closed: {reason}");
+            Transport::Ring(r) => {
+                if let Some(x) = &mut self.xen {
+                    x.detach(r.domid, r.port);
+                }
+            }
         }
+        self.store.disconnect(ConnId(id));
+        self.trace
+            .obj(&format!("connection destroyed: {reason}"), id);
+        tracing::debug!("connection {id} closed: {reason}");
     }
 }
 
-fn reregister(r: &Registry, s: &mut UnixStream, id: u64, i: Interest) -> io::Result<()> {
+fn reregister_socket(r: &Registry, s: &mut UnixStream, id: u64, i: Interest) -> io::Result<()> {
     r.reregister(s, Token(id as usize), i)
-}
-
-/// Drops watch events that waited longer than `t` and have not started
-/// going out (the front buffer may be half written).
-fn drop_stale_events(c: &mut Client, t: Duration) {
-    let now = Instant::now();
-    let skip = usize::from(c.out_pos > 0);
-    let before = c.out.len();
-    let mut removed_bytes = 0;
-    let mut i = 0;
-    c.out.retain(|q| {
-        let keep = i < skip || !q.event || now.duration_since(q.at) < t;
-        if !keep {
-            removed_bytes += q.bytes.len();
-        }
-        i += 1;
-        keep
-    });
-    c.out_bytes -= removed_bytes;
-    if c.out.len() != before {
-        tracing::debug!("dropped {} stale watch events", before - c.out.len());
-    }
 }

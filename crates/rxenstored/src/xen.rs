@@ -21,13 +21,14 @@
 
 pub use crate::domain_state::{Change, Strategy};
 use crate::domain_state::{ChooseError, DomainState, Served};
-use std::collections::{HashMap, VecDeque};
+use crate::conn::RingLink;
+use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use xen_stable::libs::{Evtchn, Gnttab, XenLibs};
 use xen_stable::{EventChannels, GrantMapper, MappedPage, XenError};
 use xenstore_proto::ring::{self, RingPage};
-use xenstore_proto::{feature, Decoder, XsError};
+use xenstore_proto::XsError;
 use xenstore_store::ConnId;
 
 /// Bytes queued for a guest above which its requests are not read.
@@ -53,119 +54,6 @@ pub struct XenConfig {
     pub strategy: Option<Strategy>,
 }
 
-/// One guest's ring connection.
-pub struct Ring {
-    /// The domain.
-    pub domid: u32,
-    /// Its connection in the store.
-    pub conn: ConnId,
-    /// Our local port.
-    pub port: u32,
-    page: MappedPage,
-    /// Requests read but not yet handled.
-    pub decoder: Decoder,
-    /// Replies and events not yet in the ring.
-    pub out: VecDeque<u8>,
-    /// Given up on (error field written); never read again.
-    pub broken: bool,
-    /// Watch events dropped since the queue last drained below its bound.
-    pub dropped_events: u64,
-    features: u32,
-}
-
-impl Ring {
-    fn new(domid: u32, conn: ConnId, port: u32, page: MappedPage, features: u32) -> Ring {
-        Ring {
-            domid,
-            conn,
-            port,
-            page,
-            decoder: Decoder::new(),
-            out: VecDeque::new(),
-            broken: false,
-            dropped_events: 0,
-            features,
-        }
-    }
-
-    /// Copies as much queued output into the ring as fits. Returns bytes
-    /// moved, or the ring error.
-    pub fn write_out(&mut self) -> Result<usize, ring::RingError> {
-        let mut moved = 0;
-        while !self.out.is_empty() {
-            let (a, _) = self.out.as_slices();
-            let n = ring::server_write(&self.page, a)?;
-            if n == 0 {
-                break;
-            }
-            self.out.drain(..n);
-            moved += n;
-        }
-        Ok(moved)
-    }
-
-    /// Queues a reply or event for the guest. A watch event that would take
-    /// the queue past [`RING_OUT_LIMIT`] is dropped for this guest alone
-    /// (a guest that stops reading cannot make the daemon grow); returns
-    /// false then.
-    pub fn push(&mut self, m: &xenstore_proto::Message) -> bool {
-        let event = m.kind() == Some(xenstore_proto::MsgType::WatchEvent);
-        if event && self.out.len() + m.wire_len() > RING_OUT_LIMIT {
-            if self.dropped_events == 0 {
-                tracing::warn!(
-                    "domain {}: not reading its ring; watch events for it are dropped",
-                    self.domid
-                );
-            }
-            self.dropped_events += 1;
-            return false;
-        }
-        if self.dropped_events > 0 && self.out.len() < RING_OUT_HIGH {
-            tracing::info!(
-                "domain {}: reading again; {} watch events were dropped",
-                self.domid,
-                self.dropped_events
-            );
-            self.dropped_events = 0;
-        }
-        self.out.extend(m.encode());
-        true
-    }
-
-    /// True while the guest's requests should not be read: its replies
-    /// are not being consumed, or unhandled input piles up. The guest's
-    /// request ring then fills and it waits; nothing grows without bound.
-    pub fn throttled(&self) -> bool {
-        self.out.len() >= RING_OUT_HIGH || self.decoder.buffered() >= RING_IN_HIGH
-    }
-
-    /// Reads what the guest produced into the decoder, unless throttled.
-    /// Returns bytes read.
-    pub fn read_in(&mut self) -> Result<usize, ring::RingError> {
-        let mut buf = [0u8; 1024];
-        let mut total = 0;
-        while !self.throttled() {
-            let n = ring::server_read(&self.page, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            self.decoder.feed(&buf[..n]);
-            total += n;
-        }
-        Ok(total)
-    }
-
-    /// Gives up on the ring, telling the guest why if it may know.
-    pub fn break_with(&mut self, code: u32) {
-        if !self.broken && self.features & feature::ERROR != 0 {
-            self.page.store_u32(ring::ERROR, code);
-        }
-        self.broken = true;
-        self.out.clear();
-        self.decoder.clear();
-    }
-}
-
 /// The Xen side of the daemon.
 pub struct Xen {
     /// Where domain state comes from.
@@ -173,15 +61,12 @@ pub struct Xen {
     evtchn: Evtchn,
     gnttab: Gnttab,
     virq: Option<u32>,
-    rings: HashMap<u32, Ring>,
-    by_domid: HashMap<u32, u32>,
-    by_conn: HashMap<ConnId, u32>,
+    /// The connection of each bound ring port.
+    by_port: HashMap<u32, ConnId>,
+    /// The connection of each domain with a ring (bound or parked).
+    by_domid: HashMap<u32, ConnId>,
     /// The domains with a ring, and the identity recorded at introduction.
     served: Served,
-    /// Rings whose event channel could not be bound again at a
-    /// re-INTRODUCE (a bad port): still mapped, served again by the next
-    /// INTRODUCE that binds.
-    parked: HashMap<u32, Ring>,
 }
 
 /// The guest's xenstore port: the one its ring page names, if any, else
@@ -191,6 +76,19 @@ fn guest_port(page: &MappedPage, introduced: u32) -> u32 {
         0 => introduced,
         p => p,
     }
+}
+
+/// Zeroes the indices and the error field; a guest waiting in the
+/// reconnection handshake (dom0less guests start so) is told it is
+/// connected. Returns true if the guest must be signalled.
+fn reset_page(page: &MappedPage) -> bool {
+    ring::reset_indices(page);
+    page.store_u32(ring::ERROR, ring::ERROR_NONE);
+    if page.load_u32(ring::CONNECTION) == ring::RECONNECT {
+        page.store_u32(ring::CONNECTION, ring::CONNECTED);
+        return true;
+    }
+    false
 }
 
 /// Why the Xen side could not be opened.
@@ -244,11 +142,9 @@ impl Xen {
             evtchn,
             gnttab,
             virq,
-            rings: HashMap::new(),
+            by_port: HashMap::new(),
             by_domid: HashMap::new(),
-            by_conn: HashMap::new(),
             served: Served::new(),
-            parked: HashMap::new(),
         })
     }
 
@@ -293,22 +189,14 @@ impl Xen {
         self.virq == Some(port)
     }
 
-    /// A ring by local port.
-    pub fn ring_mut(&mut self, port: u32) -> Option<&mut Ring> {
-        self.rings.get_mut(&port)
-    }
-
-    /// The local port of a connection's ring.
-    pub fn port_of(&self, conn: ConnId) -> Option<u32> {
-        self.by_conn.get(&conn).copied()
+    /// The connection of a bound ring port.
+    pub fn conn_of_port(&self, port: u32) -> Option<ConnId> {
+        self.by_port.get(&port).copied()
     }
 
     /// The connection of a domain's ring (bound or parked).
     pub fn conn_of_domain(&self, domid: u32) -> Option<ConnId> {
-        match self.by_domid.get(&domid) {
-            Some(p) => self.rings.get(p).map(|r| r.conn),
-            None => self.parked.get(&domid).map(|r| r.conn),
-        }
+        self.by_domid.get(&domid).copied()
     }
 
     /// Signals the guest of `port`.
@@ -328,15 +216,15 @@ impl Xen {
         self.state.existing()
     }
 
-    /// At start-up: serves `domid` if its ring page names its event channel
-    /// (dom0less and Hyperlaunch guests are built so, with no INTRODUCE to
-    /// come). `Ok(None)` if the page names no port.
+    /// At start-up: a ring for `domid` if its ring page names its event
+    /// channel (dom0less and Hyperlaunch guests are built so, with no
+    /// INTRODUCE to come). `Ok(None)` if the page names no port.
     pub fn adopt(
         &mut self,
         domid: u32,
         features: u32,
         conn: ConnId,
-    ) -> Result<Option<u32>, XsError> {
+    ) -> Result<Option<RingLink>, XsError> {
         let page = self.gnttab.map_ring(domid).map_err(|e| xs_error(&e))?;
         if page.load_u32(ring::EVTCHN_PORT) == 0 {
             return Ok(None);
@@ -345,52 +233,16 @@ impl Xen {
         self.attach(domid, 0, features, conn).map(Some)
     }
 
-    /// Maps `domid`'s ring and binds its event channel (the guest's
-    /// `remote_port`, unless the page names another), advertising
-    /// `features`. Returns the new ring's local port. For a domain that
-    /// already has a ring, only the event channel is re-bound.
+    /// A new ring for `domid`: maps its page, binds its event channel (the
+    /// guest's `remote_port`, unless the page names another), advertises
+    /// `features` and records the domain as served by `conn`.
     pub fn attach(
         &mut self,
         domid: u32,
         remote_port: u32,
         features: u32,
         conn: ConnId,
-    ) -> Result<u32, XsError> {
-        let known = match self.by_domid.remove(&domid) {
-            Some(old) => {
-                let _ = self.evtchn.unbind(old);
-                let r = self.rings.remove(&old);
-                if let Some(r) = &r {
-                    self.by_conn.remove(&r.conn);
-                }
-                r
-            }
-            None => self.parked.remove(&domid),
-        };
-        if let Some(mut r) = known {
-            // Re-INTRODUCE: only the event channel is bound again.
-            let remote = guest_port(&r.page, remote_port);
-            let port = match self.evtchn.bind_interdomain(domid, remote) {
-                Ok(p) => p,
-                Err(e) => {
-                    // Kept mapped, without a port, until an INTRODUCE
-                    // that binds (or RELEASE, or death).
-                    tracing::warn!("INTRODUCE {domid}: binding port {remote}: {e}");
-                    self.parked.insert(domid, r);
-                    return Err(xs_error(&e));
-                }
-            };
-            r.port = port;
-            r.out.clear();
-            r.decoder.clear();
-            r.broken = false;
-            let kick = self.reset_page(&r.page);
-            self.register(r);
-            if kick {
-                self.notify(port);
-            }
-            return Ok(port);
-        }
+    ) -> Result<RingLink, XsError> {
         let page = self.gnttab.map_ring(domid).map_err(|e| {
             tracing::warn!("INTRODUCE {domid}: {e}");
             xs_error(&e)
@@ -401,14 +253,53 @@ impl Xen {
             xs_error(&e)
         })?;
         page.store_u32(ring::SERVER_FEATURES, features);
-        let kick = self.reset_page(&page);
+        let kick = reset_page(&page);
         let identity = self.state.identity(domid);
         self.served.insert(domid, identity);
-        self.register(Ring::new(domid, conn, port, page, features));
+        self.by_port.insert(port, conn);
+        self.by_domid.insert(domid, conn);
         if kick {
             self.notify(port);
         }
         self.state.track(&mut self.evtchn, domid);
+        Ok(RingLink {
+            domid,
+            port: Some(port),
+            page,
+            features,
+            broken: false,
+        })
+    }
+
+    /// Re-INTRODUCE of a domain that has a ring: only the event channel is
+    /// bound again (and the indices reset). If binding fails the ring is
+    /// parked (`port` is `None`): still mapped, served again by the next
+    /// INTRODUCE that binds (or gone at RELEASE or death).
+    pub fn rebind(
+        &mut self,
+        link: &mut RingLink,
+        remote_port: u32,
+        conn: ConnId,
+    ) -> Result<u32, XsError> {
+        let domid = link.domid;
+        if let Some(old) = link.port.take() {
+            let _ = self.evtchn.unbind(old);
+            self.by_port.remove(&old);
+        }
+        let remote = guest_port(&link.page, remote_port);
+        let port = match self.evtchn.bind_interdomain(domid, remote) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("INTRODUCE {domid}: binding port {remote}: {e}");
+                return Err(xs_error(&e));
+            }
+        };
+        link.port = Some(port);
+        link.broken = false;
+        self.by_port.insert(port, conn);
+        if reset_page(&link.page) {
+            self.notify(port);
+        }
         Ok(port)
     }
 
@@ -420,14 +311,14 @@ impl Xen {
 
     /// Serves the local domain's own ring (xenfs `xsd_kva`/`xsd_port`):
     /// not grant-mapped but mapped from the file, its port bound to our own
-    /// domain. Returns the local port.
+    /// domain.
     pub fn attach_local(
         &mut self,
         cfg: &XenConfig,
         domid: u32,
         features: u32,
         conn: ConnId,
-    ) -> Result<u32, String> {
+    ) -> Result<RingLink, String> {
         let page = xen_stable::dom0::map_kva(&cfg.xsd_kva)
             .map_err(|e| format!("{}: {e}", cfg.xsd_kva.display()))?;
         let remote = xen_stable::dom0::read_port(&cfg.xsd_port)
@@ -437,46 +328,32 @@ impl Xen {
             .bind_interdomain(domid, remote)
             .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
         page.store_u32(ring::SERVER_FEATURES, features);
-        let _ = self.reset_page(&page);
-        self.register(Ring::new(domid, conn, port, page, features));
+        let _ = reset_page(&page);
+        self.by_port.insert(port, conn);
+        self.by_domid.insert(domid, conn);
         self.notify(port);
-        Ok(port)
+        Ok(RingLink {
+            domid,
+            port: Some(port),
+            page,
+            features,
+            broken: false,
+        })
     }
 
-    /// Zeroes the indices and the error field; a guest waiting in the
-    /// reconnection handshake (dom0less guests start so) is told it is
-    /// connected. Returns true if the guest must be signalled.
-    fn reset_page(&mut self, page: &MappedPage) -> bool {
-        ring::reset_indices(page);
-        page.store_u32(ring::ERROR, ring::ERROR_NONE);
-        if page.load_u32(ring::CONNECTION) == ring::RECONNECT {
-            page.store_u32(ring::CONNECTION, ring::CONNECTED);
-            return true;
-        }
-        false
-    }
-
-    fn register(&mut self, r: Ring) {
-        self.by_domid.insert(r.domid, r.port);
-        self.by_conn.insert(r.conn, r.port);
-        self.rings.insert(r.port, r);
-    }
-
-    /// Forgets a domain's ring: unbinds its port and unmaps its page.
-    pub fn detach(&mut self, domid: u32) -> Option<ConnId> {
+    /// Forgets a domain's ring: unbinds its port (the page is unmapped
+    /// when the caller drops the link).
+    pub fn detach(&mut self, domid: u32, port: Option<u32>) {
         if self.served.remove(&domid).is_some() {
             self.state.untrack(&mut self.evtchn, domid);
         }
-        if let Some(r) = self.parked.remove(&domid) {
-            return Some(r.conn);
+        self.by_domid.remove(&domid);
+        if let Some(port) = port {
+            self.by_port.remove(&port);
+            if let Err(e) = self.evtchn.unbind(port) {
+                tracing::debug!("unbind {port}: {e}");
+            }
         }
-        let port = self.by_domid.remove(&domid)?;
-        let r = self.rings.remove(&port)?;
-        self.by_conn.remove(&r.conn);
-        if let Err(e) = self.evtchn.unbind(port) {
-            tracing::debug!("unbind {port}: {e}");
-        }
-        Some(r.conn)
     }
 
     /// `VIRQ_DOM_EXC`: what changed among the domains with a ring and

@@ -22,6 +22,7 @@
 
 pub mod access;
 pub mod db;
+mod charge;
 mod domain;
 pub mod node;
 mod ops;
