@@ -300,30 +300,28 @@ impl Connection {
     /// "would block" and ring index errors are returned.
     pub fn write_out(&mut self, done: impl FnMut(Queued)) -> Result<usize, WriteError> {
         match &mut self.transport {
-            Transport::Socket { stream, .. } => self
-                .out
-                .write(
-                    |iov| {
-                        use std::io::Write;
-                        loop {
-                            match stream.write_vectored(iov) {
-                                Ok(0) => return Err(WriteError::Closed),
-                                Ok(n) => return Ok(n),
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                    return Ok(0)
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                                Err(e) => return Err(WriteError::Socket(e)),
-                            }
+            Transport::Socket { stream, .. } => self.out.write(
+                |iov| {
+                    use std::io::Write;
+                    loop {
+                        match stream.write_vectored(iov) {
+                            Ok(0) => return Err(WriteError::Closed),
+                            Ok(n) => return Ok(n),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(WriteError::Socket(e)),
                         }
-                    },
-                    done,
-                ),
+                    }
+                },
+                done,
+            ),
             Transport::Ring(r) => {
                 if r.broken || r.port.is_none() {
                     return Ok(0);
                 }
-                self.out.write(|iov| r.write(iov), done).map_err(WriteError::Ring)
+                self.out
+                    .write(|iov| r.write(iov), done)
+                    .map_err(WriteError::Ring)
             }
         }
     }

@@ -108,7 +108,6 @@ pub enum StartError {
     Xen(crate::xen::OpenError),
 }
 
-
 /// An outstanding request: how many queued messages (its reply, the watch
 /// events it caused) still refer to it, plus one while it is handled.
 struct Pending {
@@ -171,7 +170,6 @@ fn bind(path: &PathBuf) -> Result<UnixListener, StartError> {
         .map_err(|e| StartError::Socket(path.clone(), e))?;
     Ok(l)
 }
-
 
 impl Server {
     /// Binds the socket and prepares the loop.
@@ -720,7 +718,11 @@ impl Server {
         let (domid, conn) = (p.domid, p.conn);
         self.pending.remove(&t.0);
         // A domain released or dead since took its count with it.
-        if self.store.domain(domid).is_some_and(|d| d.conn == Some(conn)) {
+        if self
+            .store
+            .domain(domid)
+            .is_some_and(|d| d.conn == Some(conn))
+        {
             self.store.charge_outstanding(domid, -1);
         }
     }
@@ -728,7 +730,11 @@ impl Server {
     /// Releases what a message that left a queue was charged for.
     fn release(&mut self, receiver: ConnId, domid: Option<u32>, q: Queued) {
         if let (Some(d), true) = (domid, q.charged > 0) {
-            if self.store.domain(d).is_some_and(|x| x.conn == Some(receiver)) {
+            if self
+                .store
+                .domain(d)
+                .is_some_and(|x| x.conn == Some(receiver))
+            {
                 self.store.charge_memory(d, -(q.charged as i64));
             }
         }

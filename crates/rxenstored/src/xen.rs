@@ -19,9 +19,9 @@
 //!   was advertised), its watches and transactions go, and it is never read
 //!   again, while the domain stays introduced until it dies or is released.
 
+use crate::conn::RingLink;
 pub use crate::domain_state::{Change, Strategy};
 use crate::domain_state::{ChooseError, DomainState, Served};
-use crate::conn::RingLink;
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;

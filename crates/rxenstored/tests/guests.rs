@@ -818,3 +818,166 @@ fn events_for_a_guest_that_stops_reading_are_bounded() {
     );
     assert!(h.daemon.log().contains("dropped"), "{}", h.daemon.log());
 }
+
+/// A guest that keeps its request ring full, as fast as it can, and
+/// consumes its replies: between dom0 sending a request and getting its
+/// reply, the daemon serves that guest at most a turn's budget or two, not
+/// for as long as the guest keeps its ring busy (issue 8, finding 4).
+#[test]
+fn a_spinning_guest_gets_one_turn_at_a_time() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use xenstore_proto::ring;
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let d = h.sim.create_domain(None, 0).expect("create");
+    let home = format!("/local/domain/{d}");
+    assert_eq!(ts.write(&format!("{home}/v"), b"1").ok(), b"OK\0");
+    ts.req(MsgType::SetPerms, &zs(&[&home, &format!("n{d}")]))
+        .ok();
+    let replies = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let sock = h.sim.socket();
+    let spinner = {
+        let (replies, stop) = (replies.clone(), stop.clone());
+        let path = format!("{home}/v");
+        std::thread::spawn(move || {
+            let mut g = xensim::Guest::attach(&sock, d, 0).expect("guest");
+            port_tx.send(g.port).expect("port");
+            // Wait for the INTRODUCE.
+            while g.server_features() == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let one = Message::new(MsgType::Read as u32, 1, 0, z(&path)).encode();
+            let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 40).collect();
+            let mut pending: &[u8] = &[];
+            let mut buf = [0u8; 4096];
+            let mut got = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if pending.is_empty() {
+                    pending = &batch;
+                }
+                let n = ring::guest_write(g.page(), pending).expect("ring");
+                pending = &pending[n..];
+                let r = ring::guest_read(g.page(), &mut buf).expect("ring");
+                got += r as u64;
+                // Each reply is a 16-byte header and the value "1".
+                replies.store(got / 17, Ordering::Relaxed);
+                if n > 0 || r > 0 {
+                    g.notify().expect("notify");
+                }
+            }
+        })
+    };
+    let port: u32 = port_rx.recv().expect("port");
+    let r = ts.req(
+        MsgType::Introduce,
+        &zs(&[&d.to_string(), "0", &port.to_string()]),
+    );
+    assert_eq!(r.ok(), b"OK\0");
+    while replies.load(Ordering::Relaxed) < 2000 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut worst = 0;
+    for i in 0..200 {
+        let before = replies.load(Ordering::Relaxed);
+        assert_eq!(ts.write("/dom0/k", i.to_string().as_bytes()).ok(), b"OK\0");
+        let between = replies.load(Ordering::Relaxed) - before;
+        worst = worst.max(between);
+    }
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().expect("spinner");
+    // A turn is 32 requests; the rings hold about 60 replies and 40
+    // requests more, in flight on either side.
+    assert!(
+        worst < 400,
+        "the spinning guest had {worst} requests served while dom0 waited for one"
+    );
+}
+
+/// A guest writing its own node flat out while a dom0 watcher of that node
+/// pauses: the guest's writes stay outstanding until their events reach
+/// the watcher, so the guest is held back, and the watcher keeps its
+/// connection and gets its events (issue 8: throttle the guest, not its
+/// victim).
+#[test]
+fn a_guest_flooding_a_paused_dom0_watcher_is_throttled_not_the_watcher() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut g = h.guest(&mut ts);
+    let node = format!("/local/domain/{}/flood", g.domid);
+    assert_eq!(ts.write(&node, b"0").ok(), b"OK\0");
+    let mut watcher = h.daemon.client();
+    let token = "t".repeat(4000);
+    watcher.req(MsgType::Watch, &zs(&[&node, &token])).ok();
+    assert!(watcher.next_event(2000).is_some(), "initial event");
+    // The watcher reads nothing from here on. Each write makes a 4 KB
+    // event for it: 20,000 writes would queue 80 MB.
+    let mut p = z("flood");
+    p.push(b'x');
+    let req = Message::new(MsgType::Write as u32, 7, 0, p).encode();
+    let mut sent = 0;
+    while sent < 20_000 && g.send_raw(&req, Duration::from_millis(500)).is_ok() {
+        sent += 1;
+        // Take the replies as they come, as a guest does.
+        while let Ok(Some(_)) = g.next_message(Duration::ZERO) {}
+    }
+    assert!(
+        sent < 20_000,
+        "the flooding guest was never held back ({sent} writes went in)"
+    );
+    // The watcher wakes up: connected, and its events are there.
+    let mut events = 0;
+    while watcher.next_event(500).is_some() {
+        events += 1;
+    }
+    assert!(events > 0, "the watcher got no events");
+    assert_eq!(watcher.read(&node).ok(), b"x");
+    // And the guest goes on, now that its events are delivered.
+    let mut q = z("flood");
+    q.push(b'y');
+    assert_eq!(
+        text(&g.request(MsgType::Write, 0, &q).expect("write")),
+        "OK|"
+    );
+    assert!(!h.daemon.log().contains("overflow"), "{}", h.daemon.log());
+}
+
+/// A guest that sends requests and never takes a reply has at most its
+/// `outstanding` quota of requests in flight (plus what its rings hold):
+/// the daemon stops reading it, instead of queuing replies for it up to
+/// the output bound (issue 8, finding 4; C xenstored's rule).
+#[test]
+fn a_guest_is_held_at_its_outstanding_quota() {
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut lazy = h.guest(&mut ts);
+    let mut p = z("v");
+    p.push(b'1');
+    assert_eq!(
+        text(&lazy.request(MsgType::Write, 0, &p).expect("write")),
+        "OK|"
+    );
+    // 17-byte replies: 256 KiB of them would be 15,000 requests.
+    let req = Message::new(MsgType::Read as u32, 9, 0, z("v")).encode();
+    let mut sent = 0;
+    while sent < 5000 && lazy.send_raw(&req, Duration::from_millis(300)).is_ok() {
+        sent += 1;
+    }
+    // 20 outstanding, 60 replies in the response ring, 45 requests in the
+    // request ring and as many read ahead.
+    assert!(
+        sent < 400,
+        "{sent} requests taken from a guest that reads no reply"
+    );
+    // Once it reads, it is served again.
+    let mut n = 0;
+    while let Ok(Some(_)) = lazy.next_message(Duration::from_millis(500)) {
+        n += 1;
+        if n == sent {
+            break;
+        }
+    }
+    assert_eq!(n, sent, "every request answered once the guest reads");
+}

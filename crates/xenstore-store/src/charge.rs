@@ -31,7 +31,9 @@ impl Store {
     }
     /// Adds to the domain's outstanding counter.
     pub fn charge_outstanding(&mut self, domid: u32, delta: i64) {
-        self.domain_record(domid).usage.add(Quota::Outstanding, delta);
+        self.domain_record(domid)
+            .usage
+            .add(Quota::Outstanding, delta);
     }
     /// True if an unprivileged domain has as many outstanding requests as
     /// its quota allows.

@@ -21,8 +21,8 @@
 //! [`Effect`]s; the hypervisor is reached only through [`DomainOracle`].
 
 pub mod access;
-pub mod db;
 mod charge;
+pub mod db;
 mod domain;
 pub mod node;
 mod ops;
