@@ -21,7 +21,6 @@
 //! [`Effect`]s; the hypervisor is reached only through [`DomainOracle`].
 
 pub mod access;
-mod charge;
 pub mod db;
 mod domain;
 pub mod node;
