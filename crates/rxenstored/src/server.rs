@@ -148,6 +148,9 @@ pub struct Server {
     /// The event channel used up its budget: more may be pending.
     evtchn_pending: bool,
     on_hangup: Option<Box<dyn FnMut()>>,
+    /// The time of this loop iteration, read once after polling and
+    /// passed to everything the iteration does.
+    now: Instant,
 }
 
 /// Binds the socket: refuses if a live daemon answers on it, removes a
@@ -240,6 +243,7 @@ impl Server {
             xen,
             evtchn_pending: false,
             on_hangup: None,
+            now: Instant::now(),
         };
         srv.attach_local_ring();
         srv.adopt_existing_domains();
@@ -359,7 +363,8 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
+            self.now = Instant::now();
+            let now = self.now;
             if self.accept_blocked.is_some_and(|t| now >= t) {
                 self.accept_pending = true;
             }
@@ -470,7 +475,7 @@ impl Server {
                     if !was_blocked {
                         tracing::warn!("accept: {e}: clients wait until descriptors free");
                     }
-                    self.accept_blocked = Some(Instant::now() + ACCEPT_RETRY);
+                    self.accept_blocked = Some(self.now + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -986,7 +991,7 @@ impl Server {
         }
         c.out.push(Queued {
             bytes: m.encode(),
-            at: Instant::now(),
+            at: self.now,
             event,
             charged,
             ticket: cause,
@@ -1014,7 +1019,7 @@ impl Server {
     /// if anything was written.
     fn flush(&mut self, id: u64) -> bool {
         let timeout = self.cfg.watch_event_timeout;
-        let now = Instant::now();
+        let now = self.now;
         let Some(c) = self.conns.get_mut(&id) else {
             return false;
         };
@@ -1094,7 +1099,7 @@ impl Server {
         for id in ids {
             self.flush(id);
         }
-        self.next_expiry = (!self.backlogged.is_empty()).then(|| Instant::now() + EXPIRY_TICK);
+        self.next_expiry = (!self.backlogged.is_empty()).then(|| self.now + EXPIRY_TICK);
     }
 
     fn close(&mut self, id: u64, reason: &str) {
