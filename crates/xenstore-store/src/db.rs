@@ -207,11 +207,11 @@ pub struct Overlay {
     pub created: bool,
 }
 
-fn contribution(n: &Option<Node>) -> Option<(u32, i64)> {
+fn contribution(path: &str, n: &Option<Node>) -> Option<(u32, i64)> {
     n.as_ref().map(|n| {
         (
             n.perms.owner(),
-            i64::try_from(n.acc_size()).unwrap_or(i64::MAX),
+            i64::try_from(n.mem_charge(path)).unwrap_or(i64::MAX),
         )
     })
 }
@@ -284,12 +284,12 @@ impl Overlay {
     pub fn set(&mut self, db: &Db, path: &str, node: Option<Node>) -> Result<(), XsError> {
         let i = self.touch(db, path)?;
         let e = &mut self.entries[i];
-        if let Some((owner, size)) = contribution(&e.node) {
+        if let Some((owner, size)) = contribution(path, &e.node) {
             let d = self.deltas.entry(owner).or_default();
             d.nodes -= 1;
             d.memory -= size;
         }
-        if let Some((owner, size)) = contribution(&node) {
+        if let Some((owner, size)) = contribution(path, &node) {
             let d = self.deltas.entry(owner).or_default();
             d.nodes += 1;
             d.memory += size;
@@ -396,7 +396,8 @@ mod tests {
         ov.set(&db, "/y", Some(n)).unwrap();
         ov.set(&db, "/y", None).unwrap();
         assert_eq!(ov.delta(5).nodes, 1);
-        assert_eq!(ov.delta(5).memory, 24);
+        // The record (16 + 8) plus the path "/x".
+        assert_eq!(ov.delta(5).memory, 24 + 2);
     }
 
     #[test]

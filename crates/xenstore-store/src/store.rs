@@ -826,10 +826,10 @@ impl Store {
     /// Returns the number of domains whose counters were wrong.
     pub fn recount(&mut self) -> usize {
         let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
-        for (_, n) in self.db.iter() {
+        for (p, n) in self.db.iter() {
             let e = counts.entry(n.perms.owner()).or_default();
             e.0 += 1;
-            e.1 += n.acc_size() as u64;
+            e.1 += n.mem_charge(p) as u64;
         }
         let watch_mem: HashMap<u32, (u64, u64)> = {
             let mut m: HashMap<u32, (u64, u64)> = HashMap::new();
