@@ -205,6 +205,27 @@ pub struct Overlay {
     pub failed: bool,
     /// Nodes were created (the commit re-checks the node quota).
     pub created: bool,
+    /// Bytes this overlay holds: the path of every node it touched
+    /// (bookkeeping of a tracked access) plus, for each staged node, its
+    /// memory charge (record plus path). A transaction's connection's
+    /// domain is charged this while the transaction is open.
+    held: u64,
+    /// The part of `held` currently added to a domain's memory usage (kept
+    /// by the store, so it can release exactly that).
+    pub(crate) charged: u64,
+    /// Most bytes `held` may reach (memory quota left for this
+    /// transaction); `None` for no limit.
+    pub(crate) budget: Option<u64>,
+    /// Number of successful `set` calls, to tell whether a failed request
+    /// staged part of its work.
+    writes: u64,
+    /// The overlay of a transaction (its memory is charged while open).
+    pub(crate) in_tx: bool,
+}
+
+/// Bytes held for a node staged at `path` (nothing for a deletion).
+fn staged_charge(path: &str, n: &Option<Node>) -> u64 {
+    n.as_ref().map_or(0, |n| n.mem_charge(path) as u64)
 }
 
 fn contribution(path: &str, n: &Option<Node>) -> Option<(u32, i64)> {
@@ -250,6 +271,39 @@ impl Overlay {
         self.limit.is_some_and(|l| self.entries.len() + n > l)
     }
 
+    /// Bytes held (see the field); what an open transaction is charged.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Number of successful `set` calls so far.
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// How much `held` grows if `records` (path and new node, each path
+    /// distinct) are staged.
+    pub fn growth_if_staged<'a>(&self, records: impl Iterator<Item = (&'a str, &'a Node)>) -> i64 {
+        records
+            .map(|(p, n)| {
+                let new = n.mem_charge(p) as i64;
+                match self.entries.get(p) {
+                    Some(e) if e.dirty => new - staged_charge(p, &e.node) as i64,
+                    Some(_) => new,
+                    None => new + p.len() as i64,
+                }
+            })
+            .sum()
+    }
+
+    /// True if growing `held` by `growth` passes the budget.
+    pub fn over_budget(&self, growth: i64) -> bool {
+        growth > 0
+            && self
+                .budget
+                .is_some_and(|b| self.held.saturating_add_signed(growth) > b)
+    }
+
     /// True if the overlay already touched `path`.
     pub fn has_touched(&self, path: &str) -> bool {
         self.entries.contains_key(path)
@@ -263,6 +317,13 @@ impl Overlay {
             self.failed = true;
             return Err(XsError::Enospc);
         }
+        // Tracking an access holds its path. Refusing it changes nothing
+        // staged, so the transaction stays usable.
+        let cost = path.len() as u64;
+        if self.over_budget(cost as i64) {
+            return Err(XsError::Eio);
+        }
+        self.held += cost;
         let node = db.get(path).cloned();
         let entry = Entry {
             base_gen: node.as_ref().map(|n| n.generation),
@@ -283,6 +344,20 @@ impl Overlay {
     /// Replaces (or creates, with `None` deletes) the node at `path`.
     pub fn set(&mut self, db: &Db, path: &str, node: Option<Node>) -> Result<(), XsError> {
         let i = self.touch(db, path)?;
+        let old = if self.entries[i].dirty {
+            staged_charge(path, &self.entries[i].node)
+        } else {
+            0
+        };
+        let new = staged_charge(path, &node);
+        if new > old && self.over_budget(i64::try_from(new - old).unwrap_or(i64::MAX)) {
+            // Callers check before staging; this is the backstop, and part
+            // of the request may already be staged.
+            self.failed = true;
+            return Err(XsError::Eio);
+        }
+        self.held = self.held.saturating_sub(old).saturating_add(new);
+        self.writes += 1;
         let e = &mut self.entries[i];
         if let Some((owner, size)) = contribution(path, &e.node) {
             let d = self.deltas.entry(owner).or_default();
@@ -407,5 +482,32 @@ mod tests {
         ov.get(&db, "/").unwrap();
         assert_eq!(ov.get(&db, "/a"), Err(XsError::Enospc));
         assert!(ov.failed);
+    }
+
+    #[test]
+    fn held_bytes_and_budget() {
+        let db = db_with(&["/", "/a"]);
+        let mut ov = Overlay::new(None);
+        ov.get(&db, "/a").unwrap();
+        // A tracked read holds its path.
+        assert_eq!(ov.held(), 2);
+        let n = Node::new(PermList::owned_by(5, Access::None));
+        ov.set(&db, "/a", Some(n.clone())).unwrap();
+        // A staged record holds its charge (record and path) too.
+        assert_eq!(ov.held(), 2 + 24 + 2);
+        ov.set(&db, "/a", None).unwrap();
+        assert_eq!(ov.held(), 2);
+        ov.budget = Some(10);
+        assert_eq!(ov.set(&db, "/a", Some(n.clone())), Err(XsError::Eio));
+        assert!(ov.failed);
+        let mut ov = Overlay::new(None);
+        ov.budget = Some(3);
+        ov.get(&db, "/a").unwrap();
+        // Refusing a read stages nothing: the overlay stays usable.
+        assert_eq!(ov.get(&db, "/bb"), Err(XsError::Eio));
+        assert!(!ov.failed && !ov.has_touched("/bb"));
+        assert_eq!(ov.held(), 2);
+        assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), 26);
+        assert_eq!(ov.growth_if_staged([("/b", &n)].into_iter()), 28);
     }
 }

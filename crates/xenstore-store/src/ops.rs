@@ -273,6 +273,15 @@ impl Store {
                 return Err(XsError::Enospc);
             }
         }
+        if ov.in_tx {
+            // A transaction's staged records are charged to the caller
+            // while it is open, whoever owns them (the store set the
+            // overlay's budget from the quota).
+            if ov.over_budget(ov.growth_if_staged(records.iter().map(|(p, n, _)| (*p, *n)))) {
+                return Err(XsError::Eio);
+            }
+            return Ok(());
+        }
         let added: i64 = records
             .iter()
             .filter(|(_, n, _)| n.perms.owner() == me)

@@ -357,6 +357,7 @@ impl Store {
             return;
         };
         let ntx = c.transactions.len() as i64;
+        let tx_mem: u64 = c.transactions.values().map(|t| t.overlay.charged).sum();
         c.transactions.clear();
         let domid = c.domid;
         let is_domain = matches!(c.kind, ConnKind::Domain(_));
@@ -365,6 +366,8 @@ impl Store {
                 let mem: i64 = removed.iter().map(|w| w.acc_size() as i64).sum();
                 d.usage.add(Quota::Watches, -(removed.len() as i64));
                 d.usage.add(Quota::Memory, -mem);
+                d.usage
+                    .add(Quota::Memory, -i64::try_from(tx_mem).unwrap_or(i64::MAX));
                 d.usage.add(Quota::Transactions, -ntx);
             }
         }
@@ -539,7 +542,15 @@ impl Store {
                     .get_mut(&ctx.conn)
                     .and_then(|c| c.transactions.remove(&txid))
                     .ok_or(XsError::Enoent)?;
+                t.overlay.budget = self.tx_budget(ctx, &t.overlay);
+                let writes = t.overlay.writes();
                 let r = f(self, &mut t.overlay);
+                if r.is_err() && t.overlay.writes() != writes {
+                    // Part of the request is staged: the transaction can
+                    // only be aborted now.
+                    t.overlay.failed = true;
+                }
+                self.charge_tx(ctx, &mut t.overlay);
                 if let Some(c) = self.conns.get_mut(&ctx.conn) {
                     c.transactions.insert(txid, t);
                 }
@@ -551,6 +562,48 @@ impl Store {
                 self.commit(ctx, ov, false, out)?;
                 Ok(r)
             }
+        }
+    }
+
+    /// The bytes a transaction of an unprivileged caller may hold: its
+    /// domain's hard memory quota less everything else charged to the
+    /// domain. `None` when exempt or the quota is disabled.
+    fn tx_budget(&self, ctx: &Ctx, ov: &Overlay) -> Option<u64> {
+        let limit = ctx.quota.as_ref()?.get(Quota::Memory);
+        if limit == 0 {
+            return None;
+        }
+        let used = self
+            .domains
+            .get(&ctx.caller.domid)
+            .map_or(0, |d| d.usage.get(Quota::Memory));
+        Some(limit.saturating_sub(used.saturating_sub(ov.charged)))
+    }
+
+    /// Brings the memory charged for an open transaction of an
+    /// unprivileged caller up to what its overlay holds.
+    fn charge_tx(&mut self, ctx: &Ctx, ov: &mut Overlay) {
+        if ctx.quota.is_none() || ov.held() == ov.charged {
+            return;
+        }
+        let delta = ov.held() as i64 - ov.charged as i64;
+        self.domain_record(ctx.caller.domid)
+            .usage
+            .add(Quota::Memory, delta);
+        ov.charged = ov.held();
+    }
+
+    /// Releases what an ending transaction of connection domain `domid`
+    /// was charged.
+    fn release_tx(&mut self, domid: u32, ov: &Overlay) {
+        if ov.charged == 0 {
+            return;
+        }
+        if let Some(d) = self.domains.get_mut(&domid) {
+            d.usage.add(
+                Quota::Memory,
+                -i64::try_from(ov.charged).unwrap_or(i64::MAX),
+            );
         }
     }
 
@@ -690,12 +743,9 @@ impl Store {
             id = id.wrapping_add(1);
         }
         c.next_tx = id.wrapping_add(1);
-        c.transactions.insert(
-            id,
-            Transaction {
-                overlay: Overlay::new(limit),
-            },
-        );
+        let mut overlay = Overlay::new(limit);
+        overlay.in_tx = true;
+        c.transactions.insert(id, Transaction { overlay });
         if ctx.quota.is_some() {
             self.domain_record(ctx.caller.domid)
                 .usage
@@ -728,6 +778,7 @@ impl Store {
                 .usage
                 .add(Quota::Transactions, -1);
         }
+        self.release_tx(ctx.caller.domid, &t.overlay);
         if commit {
             self.commit(ctx, t.overlay, true, out)?;
         }
@@ -844,6 +895,21 @@ impl Store {
             }
             m
         };
+        // Open transactions of unprivileged domains hold what their
+        // overlays hold (and are charged exactly that from now on).
+        let mut tx_mem: HashMap<u32, u64> = HashMap::new();
+        let priv_domid = self.cfg.priv_domid;
+        for c in self.conns.values_mut() {
+            let charged = matches!(c.kind, ConnKind::Domain(_)) && c.domid != priv_domid;
+            for t in c.transactions.values_mut() {
+                if charged {
+                    *tx_mem.entry(c.domid).or_default() += t.overlay.held();
+                    t.overlay.charged = t.overlay.held();
+                } else {
+                    t.overlay.charged = 0;
+                }
+            }
+        }
         for owner in counts.keys().copied().collect::<Vec<_>>() {
             self.domain_record(owner);
         }
@@ -851,9 +917,10 @@ impl Store {
         for (domid, d) in self.domains.iter_mut() {
             let (nodes, mem) = counts.get(domid).copied().unwrap_or_default();
             let (watches, wmem) = watch_mem.get(domid).copied().unwrap_or_default();
+            let tmem = tx_mem.get(domid).copied().unwrap_or_default();
             let want = [
                 (Quota::Nodes, nodes),
-                (Quota::Memory, mem + wmem),
+                (Quota::Memory, mem + wmem + tmem),
                 (Quota::Watches, watches),
             ];
             for (q, v) in want {
