@@ -120,6 +120,10 @@ pub struct Domain {
     pub created_gen: u64,
     /// Shut down and already reported by `@releaseDomain`.
     pub shutdown: bool,
+    /// Bytes the daemon holds for the domain (queued output), charged with
+    /// [`Store::charge_memory`]; part of `usage`'s memory, kept apart so
+    /// that [`Store::recount`] keeps it.
+    pub external_memory: u64,
 }
 
 #[derive(Debug)]
@@ -275,6 +279,7 @@ impl Store {
             usage: Usage::default(),
             created_gen: gen,
             shutdown: false,
+            external_memory: 0,
         })
     }
 
@@ -873,8 +878,76 @@ impl Store {
 
     // ----- accounting ----------------------------------------------------
 
-    /// Recomputes every domain's node and memory usage from the tree.
-    /// Returns the number of domains whose counters were wrong.
+    /// Adds `delta` bytes held by the daemon for `domid` (queued output)
+    /// to its memory usage; the daemon's share saturates at 0. A no-op for
+    /// a domain without a record: charges come from a domain's ring
+    /// connection, which has one, and a removed domain's leftovers must
+    /// not bring a record back (it would look like a new domain to the
+    /// permission generation check). Removing the record clears the
+    /// charge; [`Store::recount`] keeps it.
+    pub fn charge_memory(&mut self, domid: u32, delta: i64) {
+        let Some(d) = self.domains.get_mut(&domid) else {
+            return;
+        };
+        let before = d.external_memory;
+        d.external_memory = before.saturating_add_signed(delta);
+        let change = if d.external_memory >= before {
+            i64::try_from(d.external_memory - before).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(before - d.external_memory).unwrap_or(i64::MAX)
+        };
+        d.usage.add(Quota::Memory, change);
+    }
+
+    /// The hard quota `q` and current usage of it of an unprivileged
+    /// domain (global quota and no usage without a record); `None` for
+    /// the privileged domain.
+    fn limit_state(&self, domid: u32, q: Quota) -> Option<(u64, u64)> {
+        if domid == self.cfg.priv_domid {
+            return None;
+        }
+        Some(match self.domains.get(&domid) {
+            Some(d) => (d.quota.get(q), d.usage.get(q)),
+            None => (self.cfg.quota.get(q), 0),
+        })
+    }
+
+    /// True if `bytes` more would take an unprivileged domain over its
+    /// hard memory quota (values up to the quota are allowed); false when
+    /// the quota is 0 (disabled) or for the privileged domain.
+    pub fn memory_would_exceed(&self, domid: u32, bytes: u64) -> bool {
+        self.limit_state(domid, Quota::Memory)
+            .is_some_and(|(limit, used)| limit != 0 && used.saturating_add(bytes) > limit)
+    }
+
+    /// True if an unprivileged domain is at or over its hard memory quota
+    /// (C stops reading its ring then); false when the quota is disabled.
+    pub fn memory_full(&self, domid: u32) -> bool {
+        self.limit_state(domid, Quota::Memory)
+            .is_some_and(|(limit, used)| limit != 0 && used >= limit)
+    }
+
+    /// Adds `delta` to the domain's `outstanding` counter (requests in
+    /// flight and undelivered events), saturating at 0 and recording the
+    /// maximum. A no-op without a record, as [`Store::charge_memory`];
+    /// [`Store::recount`] does not touch it.
+    pub fn charge_outstanding(&mut self, domid: u32, delta: i64) {
+        if let Some(d) = self.domains.get_mut(&domid) {
+            d.usage.add(Quota::Outstanding, delta);
+        }
+    }
+
+    /// True if an unprivileged domain has as many outstanding requests as
+    /// its `outstanding` quota allows (count >= quota; quota 0 disables).
+    pub fn outstanding_full(&self, domid: u32) -> bool {
+        self.limit_state(domid, Quota::Outstanding)
+            .is_some_and(|(limit, used)| limit != 0 && used >= limit)
+    }
+
+    /// Recomputes every domain's node, watch and memory usage from the
+    /// tree, the watches and the open transactions; the daemon's charges
+    /// ([`Store::charge_memory`], [`Store::charge_outstanding`]) are kept.
+    /// Returns the number of counters that were wrong.
     pub fn recount(&mut self) -> usize {
         let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
         for (p, n) in self.db.iter() {
@@ -920,7 +993,7 @@ impl Store {
             let tmem = tx_mem.get(domid).copied().unwrap_or_default();
             let want = [
                 (Quota::Nodes, nodes),
-                (Quota::Memory, mem + wmem + tmem),
+                (Quota::Memory, mem + wmem + tmem + d.external_memory),
                 (Quota::Watches, watches),
             ];
             for (q, v) in want {

@@ -282,3 +282,101 @@ fn transaction_charge_is_released_when_it_ends() {
     assert_eq!(before, after);
     assert_eq!(t.s.recount(), 0);
 }
+
+/// The daemon's charges (queued output): added to memory usage, limited by
+/// the same quota as everything else, kept by recount, gone with the
+/// domain's record, never creating a record.
+#[test]
+fn external_memory_charges() {
+    let mut t = T::new();
+    let g = t.guest(5);
+    let quota = 10_000u64;
+    t.ok(
+        DOM0,
+        MsgType::SetQuota,
+        &z(&["5", "memory", &quota.to_string()]),
+    );
+    let base = t.usage(5, Quota::Memory);
+    t.s.charge_memory(5, 3000);
+    assert_eq!(t.usage(5, Quota::Memory), base + 3000);
+    assert_eq!(t.s.domain(5).map(|d| d.external_memory), Some(3000));
+    // recount() keeps the daemon's share.
+    assert_eq!(t.s.recount(), 0);
+    assert!(t.s.check().is_empty());
+    assert_eq!(t.usage(5, Quota::Memory), base + 3000);
+    // Releasing more than was charged stops at the daemon's share.
+    t.s.charge_memory(5, -5000);
+    assert_eq!(t.usage(5, Quota::Memory), base);
+    assert_eq!(t.s.recount(), 0);
+
+    // Limits: up to the quota is allowed; full at the quota.
+    let room = quota - base;
+    assert!(!t.s.memory_would_exceed(5, room));
+    assert!(t.s.memory_would_exceed(5, room + 1));
+    assert!(!t.s.memory_full(5));
+    t.s.charge_memory(5, room as i64 - 1);
+    assert!(!t.s.memory_full(5));
+    t.s.charge_memory(5, 1);
+    assert!(t.s.memory_full(5));
+    assert!(t.s.memory_would_exceed(5, 1));
+    // Queued output counts against node writes too.
+    assert_eq!(t.req(g, MsgType::Write, &w("x", b"1")), Err("EIO".into()));
+    t.s.charge_memory(5, -(room as i64));
+    assert!(t.req(g, MsgType::Write, &w("x", b"1")).is_ok());
+    // Quota 0 disables; the privileged domain is never limited.
+    t.ok(DOM0, MsgType::SetQuota, &z(&["5", "memory", "0"]));
+    t.s.charge_memory(5, 1 << 40);
+    assert!(!t.s.memory_full(5) && !t.s.memory_would_exceed(5, u64::MAX));
+    assert!(!t.s.memory_full(0) && !t.s.memory_would_exceed(0, u64::MAX));
+
+    // Removing the domain clears the charge; charges for a domain without
+    // a record do nothing and make none.
+    t.s.remove_domain(5);
+    t.s.charge_memory(5, 100);
+    t.s.charge_outstanding(5, 1);
+    assert!(t.s.domain(5).is_none());
+    t.s.charge_memory(77, 100);
+    assert!(t.s.domain(77).is_none());
+    // A domain without a record is judged by the global quota.
+    assert!(!t.s.memory_would_exceed(77, 100));
+    assert!(t.s.memory_would_exceed(77, 2_621_441));
+    let _g = t.guest(5);
+    assert_eq!(t.s.domain(5).map(|d| d.external_memory), Some(0));
+    assert_eq!(t.s.recount(), 0);
+}
+
+#[test]
+fn outstanding_charges() {
+    let mut t = T::new();
+    let _g = t.guest(5);
+    let quota = t.s.domain(5).expect("record").quota.get(Quota::Outstanding);
+    assert_eq!(quota, 20);
+    for i in 0..quota {
+        assert!(!t.s.outstanding_full(5), "full at {i}");
+        t.s.charge_outstanding(5, 1);
+    }
+    assert!(t.s.outstanding_full(5));
+    // recount() does not touch it.
+    assert_eq!(t.s.recount(), 0);
+    assert_eq!(t.usage(5, Quota::Outstanding), quota);
+    t.s.charge_outstanding(5, -1);
+    assert!(!t.s.outstanding_full(5));
+    // Saturates at 0 and records the maximum.
+    t.s.charge_outstanding(5, -100);
+    assert_eq!(t.usage(5, Quota::Outstanding), 0);
+    assert_eq!(
+        t.s.domain(5)
+            .map(|d| d.usage.max[Quota::Outstanding.index()]),
+        Some(quota)
+    );
+    // Quota 0 disables; the privileged domain is never limited.
+    t.ok(DOM0, MsgType::SetQuota, &z(&["5", "outstanding", "0"]));
+    t.s.charge_outstanding(5, 1000);
+    assert!(!t.s.outstanding_full(5));
+    t.s.charge_outstanding(0, 1000);
+    assert!(!t.s.outstanding_full(0));
+    // Gone with the record.
+    t.s.remove_domain(5);
+    let _g = t.guest(5);
+    assert_eq!(t.usage(5, Quota::Outstanding), 0);
+}
