@@ -16,7 +16,7 @@ use crate::node::Node;
 use crate::watch::Match;
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
-use xenstore_proto::{PermList, XsError};
+use xenstore_proto::{PermList, XsError, DOMID_ANY};
 
 /// The committed tree: nodes by canonical path, the generation counter,
 /// and two reverse indexes kept in step with every change, so that removing
@@ -28,6 +28,9 @@ pub struct Db {
     generation: u64,
     by_owner: HashMap<u32, HashSet<String>>,
     by_acl: HashMap<u32, HashSet<String>>,
+    /// The generation at which each domain record was made (kept by the
+    /// store), for the stale-domid check of [`Db::check_perms`].
+    domain_gens: HashMap<u32, u64>,
 }
 
 fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
@@ -134,6 +137,65 @@ impl Db {
     /// possibly repeated).
     pub fn named_domids(&self) -> impl Iterator<Item = u32> + '_ {
         self.by_owner.keys().chain(self.by_acl.keys()).copied()
+    }
+
+    /// Records that the store made (`Some(generation)`) or dropped
+    /// (`None`) the record of `domid`.
+    pub(crate) fn set_domain_gen(&mut self, domid: u32, gen: Option<u64>) {
+        match gen {
+            Some(g) => self.domain_gens.insert(domid, g),
+            None => self.domain_gens.remove(&domid),
+        };
+    }
+
+    /// Replaces the record generations by `records` (`check` repairs);
+    /// true if they differed.
+    pub(crate) fn sync_domain_gens(&mut self, records: impl Iterator<Item = (u32, u64)>) -> bool {
+        let want: HashMap<u32, u64> = records.collect();
+        let differ = want != self.domain_gens;
+        self.domain_gens = want;
+        differ
+    }
+
+    /// C xenstored's stale-domid rule: marks as ignored every entry after
+    /// the owner that names a domain without a record, or one whose record
+    /// was made after the node's last change (`generation`), so that a new
+    /// domain reusing a dead one's domid does not inherit its grants.
+    /// `DOMID_ANY` entries are exempt. Returns true if it marked any.
+    pub fn check_perms(&self, perms: &mut PermList, generation: u64) -> bool {
+        let mut changed = false;
+        for e in perms.entries_mut().iter_mut().skip(1) {
+            if e.ignored || e.domid == DOMID_ANY {
+                continue;
+            }
+            if self
+                .domain_gens
+                .get(&e.domid)
+                .is_none_or(|&made| made > generation)
+            {
+                e.ignored = true;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// A copy of the node at `path` as access checks see it: with
+    /// [`Db::check_perms`] applied. Whatever is written back from such a
+    /// copy keeps the marks, as in C.
+    pub fn get_checked(&self, path: &str) -> Option<Node> {
+        let mut n = self.nodes.get(path)?.clone();
+        let generation = n.generation;
+        self.check_perms(&mut n.perms, generation);
+        Some(n)
+    }
+
+    /// The permissions of `n` (a committed node) as access checks see
+    /// them.
+    pub fn checked_perms(&self, n: &Node) -> PermList {
+        let mut p = n.perms.clone();
+        self.check_perms(&mut p, n.generation);
+        p
     }
 
     /// Stores a node as it is (start-up, repairs).
@@ -324,7 +386,7 @@ impl Overlay {
             return Err(XsError::Eio);
         }
         self.held += cost;
-        let node = db.get(path).cloned();
+        let node = db.get_checked(path);
         let entry = Entry {
             base_gen: node.as_ref().map(|n| n.generation),
             old_perms: node.as_ref().map(|n| n.perms.clone()),
@@ -509,5 +571,35 @@ mod tests {
         assert_eq!(ov.held(), 2);
         assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), 26);
         assert_eq!(ov.growth_if_staged([("/b", &n)].into_iter()), 28);
+    }
+
+    #[test]
+    fn stale_domid_rule() {
+        let mut db = Db::default();
+        db.set_domain_gen(1, Some(5));
+        db.set_domain_gen(2, Some(10));
+        let mut p = PermList::parse(
+            ["n2", "r1", "r2", "r3", "r32757"]
+                .iter()
+                .map(|s| s.as_bytes()),
+        )
+        .unwrap();
+        // Node last changed at 10: domain 1 (5) and 2 (10) are not newer;
+        // 3 has no record; DOMID_ANY is exempt; the owner is never marked.
+        assert!(db.check_perms(&mut p, 10));
+        let ignored: Vec<bool> = p.entries().iter().map(|e| e.ignored).collect();
+        assert_eq!(ignored, [false, false, false, true, false]);
+        // Node last changed at 9: domain 2's record is newer.
+        let mut q = PermList::parse(["n2", "r2"].iter().map(|s| s.as_bytes())).unwrap();
+        assert!(db.check_perms(&mut q, 9));
+        assert!(q.entries()[1].ignored);
+        // A dropped record: ignored whatever the generations.
+        db.set_domain_gen(1, None);
+        let mut r = PermList::parse(["n0", "b1"].iter().map(|s| s.as_bytes())).unwrap();
+        assert!(db.check_perms(&mut r, u64::MAX));
+        assert!(r.entries()[1].ignored);
+        // Marks are never cleared.
+        assert!(!db.check_perms(&mut r, u64::MAX));
+        assert!(r.entries()[1].ignored);
     }
 }

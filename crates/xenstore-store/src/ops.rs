@@ -26,7 +26,7 @@ pub(crate) enum View<'a> {
 impl View<'_> {
     pub(crate) fn get(&mut self, p: &str) -> Result<Option<Node>, XsError> {
         match self {
-            View::Db(db) => Ok(db.get(p).cloned()),
+            View::Db(db) => Ok(db.get_checked(p)),
             View::Tx(db, ov) => ov.get(db, p),
         }
     }

@@ -268,8 +268,17 @@ impl Store {
 
     /// The record of `domid`, made (not introduced) if missing.
     pub(crate) fn domain_record(&mut self, domid: u32) -> &mut Domain {
-        let gen = self.db.generation();
+        // A new record takes a generation of its own, so that every node
+        // committed before it is strictly older. C reuses the last one: a
+        // record made for a recycled domid right after a node naming the
+        // old domain was written counts as older than that node, and the
+        // stale grant is honoured.
         let quota = self.cfg.quota;
+        let mut gen = self.db.generation();
+        if !self.domains.contains_key(&domid) {
+            gen = self.db.next_generation();
+            self.db.set_domain_gen(domid, Some(gen));
+        }
         self.domains.entry(domid).or_insert_with(|| Domain {
             domid,
             introduced: false,
@@ -658,8 +667,10 @@ impl Store {
     /// Queues the watch events for committed changes.
     pub(crate) fn fire(&self, fired: &[Fired], out: &mut Vec<(ConnId, Message)>) {
         for f in fired {
-            let node = self.db.get(&f.path);
-            let parent = path::parent(&f.path).and_then(|p| self.db.get(p));
+            let node = self.db.get(&f.path).map(|n| self.db.checked_perms(n));
+            let parent = path::parent(&f.path)
+                .and_then(|p| self.db.get(p))
+                .map(|n| self.db.checked_perms(n));
             for w in self.watches.matching(&f.path, f.how) {
                 let Some(c) = self.conns.get(&w.conn) else {
                     continue;
@@ -669,8 +680,8 @@ impl Store {
                     node.is_some() || f.old_perms.is_some()
                 } else {
                     f.old_perms.as_ref().is_some_and(|p| caller.can_read(p))
-                        || node.is_some_and(|n| caller.can_read(&n.perms))
-                        || parent.is_some_and(|n| caller.can_read(&n.perms))
+                        || node.as_ref().is_some_and(|p| caller.can_read(p))
+                        || parent.as_ref().is_some_and(|p| caller.can_read(p))
                 };
                 if !permitted {
                     continue;
@@ -696,13 +707,13 @@ impl Store {
         generic: bool,
         out: &mut Vec<(ConnId, Message)>,
     ) {
-        let Some(node) = self.db.get(name) else {
+        let Some(perms) = self.db.get(name).map(|n| self.db.checked_perms(n)) else {
             return;
         };
         let readable = |w: &Watch| {
             self.conns
                 .get(&w.conn)
-                .is_some_and(|c| self.caller(c).perm_for(&node.perms) & PERM_READ != 0)
+                .is_some_and(|c| self.caller(c).perm_for(&perms) & PERM_READ != 0)
         };
         let mut send = |w: &Watch, p: &str| {
             if readable(w) {
@@ -1040,6 +1051,14 @@ impl Store {
         for p in orphans {
             problems.push(format!("{p}: not reachable"));
             self.db.remove_raw(&p);
+        }
+        // The record generations the permission check uses follow the
+        // records.
+        if self
+            .db
+            .sync_domain_gens(self.domains.values().map(|d| (d.domid, d.created_gen)))
+        {
+            problems.push("domain record generations resynchronised".to_owned());
         }
         let fixed = self.recount();
         if fixed > 0 {
