@@ -16,7 +16,7 @@ use crate::node::Node;
 use crate::watch::Match;
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
-use xenstore_proto::{PermList, XsError};
+use xenstore_proto::{PermList, XsError, DOMID_ANY};
 
 /// The committed tree: nodes by canonical path, the generation counter,
 /// and two reverse indexes kept in step with every change, so that removing
@@ -28,6 +28,9 @@ pub struct Db {
     generation: u64,
     by_owner: HashMap<u32, HashSet<String>>,
     by_acl: HashMap<u32, HashSet<String>>,
+    /// The generation at which each domain record was made (kept by the
+    /// store), for the stale-domid check of [`Db::check_perms`].
+    domain_gens: HashMap<u32, u64>,
 }
 
 fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
@@ -136,6 +139,65 @@ impl Db {
         self.by_owner.keys().chain(self.by_acl.keys()).copied()
     }
 
+    /// Records that the store made (`Some(generation)`) or dropped
+    /// (`None`) the record of `domid`.
+    pub(crate) fn set_domain_gen(&mut self, domid: u32, gen: Option<u64>) {
+        match gen {
+            Some(g) => self.domain_gens.insert(domid, g),
+            None => self.domain_gens.remove(&domid),
+        };
+    }
+
+    /// Replaces the record generations by `records` (`check` repairs);
+    /// true if they differed.
+    pub(crate) fn sync_domain_gens(&mut self, records: impl Iterator<Item = (u32, u64)>) -> bool {
+        let want: HashMap<u32, u64> = records.collect();
+        let differ = want != self.domain_gens;
+        self.domain_gens = want;
+        differ
+    }
+
+    /// C xenstored's stale-domid rule: marks as ignored every entry after
+    /// the owner that names a domain without a record, or one whose record
+    /// was made after the node's last change (`generation`), so that a new
+    /// domain reusing a dead one's domid does not inherit its grants.
+    /// `DOMID_ANY` entries are exempt. Returns true if it marked any.
+    pub fn check_perms(&self, perms: &mut PermList, generation: u64) -> bool {
+        let mut changed = false;
+        for e in perms.entries_mut().iter_mut().skip(1) {
+            if e.ignored || e.domid == DOMID_ANY {
+                continue;
+            }
+            if self
+                .domain_gens
+                .get(&e.domid)
+                .is_none_or(|&made| made > generation)
+            {
+                e.ignored = true;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// A copy of the node at `path` as access checks see it: with
+    /// [`Db::check_perms`] applied. Whatever is written back from such a
+    /// copy keeps the marks, as in C.
+    pub fn get_checked(&self, path: &str) -> Option<Node> {
+        let mut n = self.nodes.get(path)?.clone();
+        let generation = n.generation;
+        self.check_perms(&mut n.perms, generation);
+        Some(n)
+    }
+
+    /// The permissions of `n` (a committed node) as access checks see
+    /// them.
+    pub fn checked_perms(&self, n: &Node) -> PermList {
+        let mut p = n.perms.clone();
+        self.check_perms(&mut p, n.generation);
+        p
+    }
+
     /// Stores a node as it is (start-up, repairs).
     pub(crate) fn insert_raw(&mut self, path: String, mut node: Node) {
         node.generation = self.next_generation();
@@ -205,13 +267,34 @@ pub struct Overlay {
     pub failed: bool,
     /// Nodes were created (the commit re-checks the node quota).
     pub created: bool,
+    /// Bytes this overlay holds: the path of every node it touched
+    /// (bookkeeping of a tracked access) plus, for each staged node, its
+    /// memory charge (record plus path). A transaction's connection's
+    /// domain is charged this while the transaction is open.
+    held: u64,
+    /// The part of `held` currently added to a domain's memory usage (kept
+    /// by the store, so it can release exactly that).
+    pub(crate) charged: u64,
+    /// Most bytes `held` may reach (memory quota left for this
+    /// transaction); `None` for no limit.
+    pub(crate) budget: Option<u64>,
+    /// Number of successful `set` calls, to tell whether a failed request
+    /// staged part of its work.
+    writes: u64,
+    /// The overlay of a transaction (its memory is charged while open).
+    pub(crate) in_tx: bool,
 }
 
-fn contribution(n: &Option<Node>) -> Option<(u32, i64)> {
+/// Bytes held for a node staged at `path` (nothing for a deletion).
+fn staged_charge(path: &str, n: &Option<Node>) -> u64 {
+    n.as_ref().map_or(0, |n| n.mem_charge(path) as u64)
+}
+
+fn contribution(path: &str, n: &Option<Node>) -> Option<(u32, i64)> {
     n.as_ref().map(|n| {
         (
             n.perms.owner(),
-            i64::try_from(n.acc_size()).unwrap_or(i64::MAX),
+            i64::try_from(n.mem_charge(path)).unwrap_or(i64::MAX),
         )
     })
 }
@@ -250,6 +333,39 @@ impl Overlay {
         self.limit.is_some_and(|l| self.entries.len() + n > l)
     }
 
+    /// Bytes held (see the field); what an open transaction is charged.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Number of successful `set` calls so far.
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// How much `held` grows if `records` (path and new node, each path
+    /// distinct) are staged.
+    pub fn growth_if_staged<'a>(&self, records: impl Iterator<Item = (&'a str, &'a Node)>) -> i64 {
+        records
+            .map(|(p, n)| {
+                let new = n.mem_charge(p) as i64;
+                match self.entries.get(p) {
+                    Some(e) if e.dirty => new - staged_charge(p, &e.node) as i64,
+                    Some(_) => new,
+                    None => new + p.len() as i64,
+                }
+            })
+            .sum()
+    }
+
+    /// True if growing `held` by `growth` passes the budget.
+    pub fn over_budget(&self, growth: i64) -> bool {
+        growth > 0
+            && self
+                .budget
+                .is_some_and(|b| self.held.saturating_add_signed(growth) > b)
+    }
+
     /// True if the overlay already touched `path`.
     pub fn has_touched(&self, path: &str) -> bool {
         self.entries.contains_key(path)
@@ -263,7 +379,14 @@ impl Overlay {
             self.failed = true;
             return Err(XsError::Enospc);
         }
-        let node = db.get(path).cloned();
+        // Tracking an access holds its path. Refusing it changes nothing
+        // staged, so the transaction stays usable.
+        let cost = path.len() as u64;
+        if self.over_budget(cost as i64) {
+            return Err(XsError::Eio);
+        }
+        self.held += cost;
+        let node = db.get_checked(path);
         let entry = Entry {
             base_gen: node.as_ref().map(|n| n.generation),
             old_perms: node.as_ref().map(|n| n.perms.clone()),
@@ -283,13 +406,27 @@ impl Overlay {
     /// Replaces (or creates, with `None` deletes) the node at `path`.
     pub fn set(&mut self, db: &Db, path: &str, node: Option<Node>) -> Result<(), XsError> {
         let i = self.touch(db, path)?;
+        let old = if self.entries[i].dirty {
+            staged_charge(path, &self.entries[i].node)
+        } else {
+            0
+        };
+        let new = staged_charge(path, &node);
+        if new > old && self.over_budget(i64::try_from(new - old).unwrap_or(i64::MAX)) {
+            // Callers check before staging; this is the backstop, and part
+            // of the request may already be staged.
+            self.failed = true;
+            return Err(XsError::Eio);
+        }
+        self.held = self.held.saturating_sub(old).saturating_add(new);
+        self.writes += 1;
         let e = &mut self.entries[i];
-        if let Some((owner, size)) = contribution(&e.node) {
+        if let Some((owner, size)) = contribution(path, &e.node) {
             let d = self.deltas.entry(owner).or_default();
             d.nodes -= 1;
             d.memory -= size;
         }
-        if let Some((owner, size)) = contribution(&node) {
+        if let Some((owner, size)) = contribution(path, &node) {
             let d = self.deltas.entry(owner).or_default();
             d.nodes += 1;
             d.memory += size;
@@ -396,7 +533,8 @@ mod tests {
         ov.set(&db, "/y", Some(n)).unwrap();
         ov.set(&db, "/y", None).unwrap();
         assert_eq!(ov.delta(5).nodes, 1);
-        assert_eq!(ov.delta(5).memory, 24);
+        // The record (16 + 8) plus the path "/x".
+        assert_eq!(ov.delta(5).memory, 24 + 2);
     }
 
     #[test]
@@ -406,5 +544,62 @@ mod tests {
         ov.get(&db, "/").unwrap();
         assert_eq!(ov.get(&db, "/a"), Err(XsError::Enospc));
         assert!(ov.failed);
+    }
+
+    #[test]
+    fn held_bytes_and_budget() {
+        let db = db_with(&["/", "/a"]);
+        let mut ov = Overlay::new(None);
+        ov.get(&db, "/a").unwrap();
+        // A tracked read holds its path.
+        assert_eq!(ov.held(), 2);
+        let n = Node::new(PermList::owned_by(5, Access::None));
+        ov.set(&db, "/a", Some(n.clone())).unwrap();
+        // A staged record holds its charge (record and path) too.
+        assert_eq!(ov.held(), 2 + 24 + 2);
+        ov.set(&db, "/a", None).unwrap();
+        assert_eq!(ov.held(), 2);
+        ov.budget = Some(10);
+        assert_eq!(ov.set(&db, "/a", Some(n.clone())), Err(XsError::Eio));
+        assert!(ov.failed);
+        let mut ov = Overlay::new(None);
+        ov.budget = Some(3);
+        ov.get(&db, "/a").unwrap();
+        // Refusing a read stages nothing: the overlay stays usable.
+        assert_eq!(ov.get(&db, "/bb"), Err(XsError::Eio));
+        assert!(!ov.failed && !ov.has_touched("/bb"));
+        assert_eq!(ov.held(), 2);
+        assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), 26);
+        assert_eq!(ov.growth_if_staged([("/b", &n)].into_iter()), 28);
+    }
+
+    #[test]
+    fn stale_domid_rule() {
+        let mut db = Db::default();
+        db.set_domain_gen(1, Some(5));
+        db.set_domain_gen(2, Some(10));
+        let mut p = PermList::parse(
+            ["n2", "r1", "r2", "r3", "r32757"]
+                .iter()
+                .map(|s| s.as_bytes()),
+        )
+        .unwrap();
+        // Node last changed at 10: domain 1 (5) and 2 (10) are not newer;
+        // 3 has no record; DOMID_ANY is exempt; the owner is never marked.
+        assert!(db.check_perms(&mut p, 10));
+        let ignored: Vec<bool> = p.entries().iter().map(|e| e.ignored).collect();
+        assert_eq!(ignored, [false, false, false, true, false]);
+        // Node last changed at 9: domain 2's record is newer.
+        let mut q = PermList::parse(["n2", "r2"].iter().map(|s| s.as_bytes())).unwrap();
+        assert!(db.check_perms(&mut q, 9));
+        assert!(q.entries()[1].ignored);
+        // A dropped record: ignored whatever the generations.
+        db.set_domain_gen(1, None);
+        let mut r = PermList::parse(["n0", "b1"].iter().map(|s| s.as_bytes())).unwrap();
+        assert!(db.check_perms(&mut r, u64::MAX));
+        assert!(r.entries()[1].ignored);
+        // Marks are never cleared.
+        assert!(!db.check_perms(&mut r, u64::MAX));
+        assert!(r.entries()[1].ignored);
     }
 }

@@ -119,6 +119,7 @@ impl Store {
         self.remove_owned_nodes(domid, &mut out);
         self.cut_targets_of(domid);
         self.domains.remove(&domid);
+        self.db.set_domain_gen(domid, None);
         // A domain that was never introduced (only named in the store) goes
         // silently, as in C.
         if introduced {

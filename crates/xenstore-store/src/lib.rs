@@ -6,7 +6,8 @@
 //! * the node tree ([`node`], [`db`]): binary-safe values, permissions,
 //!   child lists in creation order, per-node generation counts;
 //! * permissions ([`access`]): owners, ACLs, privileged connections,
-//!   SET_TARGET, `DOMID_ANY`, entries of unknown domains ignored;
+//!   SET_TARGET, `DOMID_ANY`, entries naming unknown domains, or domains
+//!   whose record is newer than the node's last change, ignored;
 //! * quotas and per-domain accounting ([`quota`]), with C xenstored's
 //!   names and defaults;
 //! * transactions: C xenstored's per-node generation scheme, where a

@@ -146,6 +146,13 @@ impl Node {
             + self.value.len()
             + self.children.wire_len()
     }
+
+    /// The bytes this node at `path` is charged to its owner's memory
+    /// quota: the accounted record plus the full path (C charges the key
+    /// too). The node-size quota uses [`Node::acc_size`] alone.
+    pub fn mem_charge(&self, path: &str) -> usize {
+        self.acc_size().saturating_add(path.len())
+    }
 }
 
 #[cfg(test)]

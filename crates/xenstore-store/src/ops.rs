@@ -26,7 +26,7 @@ pub(crate) enum View<'a> {
 impl View<'_> {
     pub(crate) fn get(&mut self, p: &str) -> Result<Option<Node>, XsError> {
         match self {
-            View::Db(db) => Ok(db.get(p).cloned()),
+            View::Db(db) => Ok(db.get_checked(p)),
             View::Tx(db, ov) => ov.get(db, p),
         }
     }
@@ -241,20 +241,22 @@ impl Store {
         Ok(b"OK\0".to_vec())
     }
 
-    /// The memory and size checks for staging `records` (the new contents
-    /// of nodes, with the size they had before) on behalf of an
-    /// unprivileged caller.
+    /// The memory and size checks for staging `records` (the path and new
+    /// contents of nodes, with the memory charge they had before, 0 for a
+    /// new node) on behalf of an unprivileged caller. A node's memory
+    /// charge is its record plus its path ([`Node::mem_charge`]); the
+    /// node-size quota looks at the record alone.
     fn check_records(
         &self,
         ctx: &Ctx,
         ov: &Overlay,
-        records: &[(&Node, usize)],
+        records: &[(&str, &Node, usize)],
         new_nodes: usize,
     ) -> Result<(), XsError> {
         let Some(q) = &ctx.quota else {
             return Ok(());
         };
-        for (n, _) in records {
+        for (_, n, _) in records {
             if q.exceeds(Quota::NodeSize, n.acc_size() as u64) {
                 return Err(XsError::Enospc);
             }
@@ -271,10 +273,19 @@ impl Store {
                 return Err(XsError::Enospc);
             }
         }
+        if ov.in_tx {
+            // A transaction's staged records are charged to the caller
+            // while it is open, whoever owns them (the store set the
+            // overlay's budget from the quota).
+            if ov.over_budget(ov.growth_if_staged(records.iter().map(|(p, n, _)| (*p, *n)))) {
+                return Err(XsError::Eio);
+            }
+            return Ok(());
+        }
         let added: i64 = records
             .iter()
-            .filter(|(n, _)| n.perms.owner() == me)
-            .map(|(n, before)| n.acc_size() as i64 - *before as i64)
+            .filter(|(_, n, _)| n.perms.owner() == me)
+            .map(|(p, n, before)| n.mem_charge(p) as i64 - *before as i64)
             .sum();
         let memory = usage
             .get(Quota::Memory)
@@ -303,10 +314,10 @@ impl Store {
             let Some(value) = value else {
                 return Ok(()); // MKDIR of an existing node: nothing happens.
             };
-            let before = n.acc_size();
+            let before = n.mem_charge(p);
             let mut new = n;
             new.value = value;
-            self.check_records(ctx, ov, &[(&new, before)], 0)?;
+            self.check_records(ctx, ov, &[(p, &new, before)], 0)?;
             ov.set(db, p, Some(new))?;
             ov.fire(p, Match::Subtree);
             return Ok(());
@@ -336,7 +347,7 @@ impl Store {
         };
         // Build the new records top-down: each copies its parent's
         // permissions; an unprivileged creator owns what it creates.
-        let top_before = top.acc_size();
+        let top_before = top.mem_charge(top_path);
         let mut top = top;
         let mut created: Vec<(&str, Node)> = Vec::with_capacity(missing.len());
         for (i, &np) in missing.iter().rev().enumerate() {
@@ -360,8 +371,8 @@ impl Store {
             }
             created.push((np, node));
         }
-        let mut records: Vec<(&Node, usize)> = vec![(&top, top_before)];
-        records.extend(created.iter().map(|(_, n)| (n, 0)));
+        let mut records: Vec<(&str, &Node, usize)> = vec![(top_path, &top, top_before)];
+        records.extend(created.iter().map(|(np, n)| (*np, n, 0)));
         self.check_records(ctx, ov, &records, created.len())?;
         ov.set(db, top_path, Some(top))?;
         for (np, node) in created {
@@ -454,10 +465,10 @@ impl Store {
             if !ctx.caller.privileged && perms.owner() != node.perms.owner() {
                 return Err(XsError::Eperm);
             }
-            let before = node.acc_size();
+            let before = node.mem_charge(&r.path);
             let mut new = node;
             new.perms = perms;
-            s.check_records(ctx, ov, &[(&new, before)], 0)?;
+            s.check_records(ctx, ov, &[(&r.path, &new, before)], 0)?;
             ov.set(db, &r.path, Some(new))?;
             ov.fire(&r.path, Match::Subtree);
             Ok(())

@@ -17,7 +17,8 @@ pub enum Quota {
     Watches,
     /// Requests not yet answered (or whose events are undelivered).
     Outstanding,
-    /// Bytes of nodes, watches and transactions charged to the domain.
+    /// Bytes of nodes (record and path), watches, open transactions and
+    /// the daemon's queued output charged to the domain.
     Memory,
     /// Open transactions.
     Transactions,

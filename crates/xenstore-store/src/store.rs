@@ -120,6 +120,10 @@ pub struct Domain {
     pub created_gen: u64,
     /// Shut down and already reported by `@releaseDomain`.
     pub shutdown: bool,
+    /// Bytes the daemon holds for the domain (queued output), charged with
+    /// [`Store::charge_memory`]; part of `usage`'s memory, kept apart so
+    /// that [`Store::recount`] keeps it.
+    pub external_memory: u64,
 }
 
 #[derive(Debug)]
@@ -264,8 +268,17 @@ impl Store {
 
     /// The record of `domid`, made (not introduced) if missing.
     pub(crate) fn domain_record(&mut self, domid: u32) -> &mut Domain {
-        let gen = self.db.generation();
+        // A new record takes a generation of its own, so that every node
+        // committed before it is strictly older. C reuses the last one: a
+        // record made for a recycled domid right after a node naming the
+        // old domain was written counts as older than that node, and the
+        // stale grant is honoured.
         let quota = self.cfg.quota;
+        let mut gen = self.db.generation();
+        if !self.domains.contains_key(&domid) {
+            gen = self.db.next_generation();
+            self.db.set_domain_gen(domid, Some(gen));
+        }
         self.domains.entry(domid).or_insert_with(|| Domain {
             domid,
             introduced: false,
@@ -275,6 +288,7 @@ impl Store {
             usage: Usage::default(),
             created_gen: gen,
             shutdown: false,
+            external_memory: 0,
         })
     }
 
@@ -357,6 +371,7 @@ impl Store {
             return;
         };
         let ntx = c.transactions.len() as i64;
+        let tx_mem: u64 = c.transactions.values().map(|t| t.overlay.charged).sum();
         c.transactions.clear();
         let domid = c.domid;
         let is_domain = matches!(c.kind, ConnKind::Domain(_));
@@ -365,6 +380,8 @@ impl Store {
                 let mem: i64 = removed.iter().map(|w| w.acc_size() as i64).sum();
                 d.usage.add(Quota::Watches, -(removed.len() as i64));
                 d.usage.add(Quota::Memory, -mem);
+                d.usage
+                    .add(Quota::Memory, -i64::try_from(tx_mem).unwrap_or(i64::MAX));
                 d.usage.add(Quota::Transactions, -ntx);
             }
         }
@@ -539,7 +556,15 @@ impl Store {
                     .get_mut(&ctx.conn)
                     .and_then(|c| c.transactions.remove(&txid))
                     .ok_or(XsError::Enoent)?;
+                t.overlay.budget = self.tx_budget(ctx, &t.overlay);
+                let writes = t.overlay.writes();
                 let r = f(self, &mut t.overlay);
+                if r.is_err() && t.overlay.writes() != writes {
+                    // Part of the request is staged: the transaction can
+                    // only be aborted now.
+                    t.overlay.failed = true;
+                }
+                self.charge_tx(ctx, &mut t.overlay);
                 if let Some(c) = self.conns.get_mut(&ctx.conn) {
                     c.transactions.insert(txid, t);
                 }
@@ -551,6 +576,48 @@ impl Store {
                 self.commit(ctx, ov, false, out)?;
                 Ok(r)
             }
+        }
+    }
+
+    /// The bytes a transaction of an unprivileged caller may hold: its
+    /// domain's hard memory quota less everything else charged to the
+    /// domain. `None` when exempt or the quota is disabled.
+    fn tx_budget(&self, ctx: &Ctx, ov: &Overlay) -> Option<u64> {
+        let limit = ctx.quota.as_ref()?.get(Quota::Memory);
+        if limit == 0 {
+            return None;
+        }
+        let used = self
+            .domains
+            .get(&ctx.caller.domid)
+            .map_or(0, |d| d.usage.get(Quota::Memory));
+        Some(limit.saturating_sub(used.saturating_sub(ov.charged)))
+    }
+
+    /// Brings the memory charged for an open transaction of an
+    /// unprivileged caller up to what its overlay holds.
+    fn charge_tx(&mut self, ctx: &Ctx, ov: &mut Overlay) {
+        if ctx.quota.is_none() || ov.held() == ov.charged {
+            return;
+        }
+        let delta = ov.held() as i64 - ov.charged as i64;
+        self.domain_record(ctx.caller.domid)
+            .usage
+            .add(Quota::Memory, delta);
+        ov.charged = ov.held();
+    }
+
+    /// Releases what an ending transaction of connection domain `domid`
+    /// was charged.
+    fn release_tx(&mut self, domid: u32, ov: &Overlay) {
+        if ov.charged == 0 {
+            return;
+        }
+        if let Some(d) = self.domains.get_mut(&domid) {
+            d.usage.add(
+                Quota::Memory,
+                -i64::try_from(ov.charged).unwrap_or(i64::MAX),
+            );
         }
     }
 
@@ -600,8 +667,10 @@ impl Store {
     /// Queues the watch events for committed changes.
     pub(crate) fn fire(&self, fired: &[Fired], out: &mut Vec<(ConnId, Message)>) {
         for f in fired {
-            let node = self.db.get(&f.path);
-            let parent = path::parent(&f.path).and_then(|p| self.db.get(p));
+            let node = self.db.get(&f.path).map(|n| self.db.checked_perms(n));
+            let parent = path::parent(&f.path)
+                .and_then(|p| self.db.get(p))
+                .map(|n| self.db.checked_perms(n));
             for w in self.watches.matching(&f.path, f.how) {
                 let Some(c) = self.conns.get(&w.conn) else {
                     continue;
@@ -611,8 +680,8 @@ impl Store {
                     node.is_some() || f.old_perms.is_some()
                 } else {
                     f.old_perms.as_ref().is_some_and(|p| caller.can_read(p))
-                        || node.is_some_and(|n| caller.can_read(&n.perms))
-                        || parent.is_some_and(|n| caller.can_read(&n.perms))
+                        || node.as_ref().is_some_and(|p| caller.can_read(p))
+                        || parent.as_ref().is_some_and(|p| caller.can_read(p))
                 };
                 if !permitted {
                     continue;
@@ -638,13 +707,13 @@ impl Store {
         generic: bool,
         out: &mut Vec<(ConnId, Message)>,
     ) {
-        let Some(node) = self.db.get(name) else {
+        let Some(perms) = self.db.get(name).map(|n| self.db.checked_perms(n)) else {
             return;
         };
         let readable = |w: &Watch| {
             self.conns
                 .get(&w.conn)
-                .is_some_and(|c| self.caller(c).perm_for(&node.perms) & PERM_READ != 0)
+                .is_some_and(|c| self.caller(c).perm_for(&perms) & PERM_READ != 0)
         };
         let mut send = |w: &Watch, p: &str| {
             if readable(w) {
@@ -690,12 +759,9 @@ impl Store {
             id = id.wrapping_add(1);
         }
         c.next_tx = id.wrapping_add(1);
-        c.transactions.insert(
-            id,
-            Transaction {
-                overlay: Overlay::new(limit),
-            },
-        );
+        let mut overlay = Overlay::new(limit);
+        overlay.in_tx = true;
+        c.transactions.insert(id, Transaction { overlay });
         if ctx.quota.is_some() {
             self.domain_record(ctx.caller.domid)
                 .usage
@@ -728,6 +794,7 @@ impl Store {
                 .usage
                 .add(Quota::Transactions, -1);
         }
+        self.release_tx(ctx.caller.domid, &t.overlay);
         if commit {
             self.commit(ctx, t.overlay, true, out)?;
         }
@@ -822,14 +889,82 @@ impl Store {
 
     // ----- accounting ----------------------------------------------------
 
-    /// Recomputes every domain's node and memory usage from the tree.
-    /// Returns the number of domains whose counters were wrong.
+    /// Adds `delta` bytes held by the daemon for `domid` (queued output)
+    /// to its memory usage; the daemon's share saturates at 0. A no-op for
+    /// a domain without a record: charges come from a domain's ring
+    /// connection, which has one, and a removed domain's leftovers must
+    /// not bring a record back (it would look like a new domain to the
+    /// permission generation check). Removing the record clears the
+    /// charge; [`Store::recount`] keeps it.
+    pub fn charge_memory(&mut self, domid: u32, delta: i64) {
+        let Some(d) = self.domains.get_mut(&domid) else {
+            return;
+        };
+        let before = d.external_memory;
+        d.external_memory = before.saturating_add_signed(delta);
+        let change = if d.external_memory >= before {
+            i64::try_from(d.external_memory - before).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(before - d.external_memory).unwrap_or(i64::MAX)
+        };
+        d.usage.add(Quota::Memory, change);
+    }
+
+    /// The hard quota `q` and current usage of it of an unprivileged
+    /// domain (global quota and no usage without a record); `None` for
+    /// the privileged domain.
+    fn limit_state(&self, domid: u32, q: Quota) -> Option<(u64, u64)> {
+        if domid == self.cfg.priv_domid {
+            return None;
+        }
+        Some(match self.domains.get(&domid) {
+            Some(d) => (d.quota.get(q), d.usage.get(q)),
+            None => (self.cfg.quota.get(q), 0),
+        })
+    }
+
+    /// True if `bytes` more would take an unprivileged domain over its
+    /// hard memory quota (values up to the quota are allowed); false when
+    /// the quota is 0 (disabled) or for the privileged domain.
+    pub fn memory_would_exceed(&self, domid: u32, bytes: u64) -> bool {
+        self.limit_state(domid, Quota::Memory)
+            .is_some_and(|(limit, used)| limit != 0 && used.saturating_add(bytes) > limit)
+    }
+
+    /// True if an unprivileged domain is at or over its hard memory quota
+    /// (C stops reading its ring then); false when the quota is disabled.
+    pub fn memory_full(&self, domid: u32) -> bool {
+        self.limit_state(domid, Quota::Memory)
+            .is_some_and(|(limit, used)| limit != 0 && used >= limit)
+    }
+
+    /// Adds `delta` to the domain's `outstanding` counter (requests in
+    /// flight and undelivered events), saturating at 0 and recording the
+    /// maximum. A no-op without a record, as [`Store::charge_memory`];
+    /// [`Store::recount`] does not touch it.
+    pub fn charge_outstanding(&mut self, domid: u32, delta: i64) {
+        if let Some(d) = self.domains.get_mut(&domid) {
+            d.usage.add(Quota::Outstanding, delta);
+        }
+    }
+
+    /// True if an unprivileged domain has as many outstanding requests as
+    /// its `outstanding` quota allows (count >= quota; quota 0 disables).
+    pub fn outstanding_full(&self, domid: u32) -> bool {
+        self.limit_state(domid, Quota::Outstanding)
+            .is_some_and(|(limit, used)| limit != 0 && used >= limit)
+    }
+
+    /// Recomputes every domain's node, watch and memory usage from the
+    /// tree, the watches and the open transactions; the daemon's charges
+    /// ([`Store::charge_memory`], [`Store::charge_outstanding`]) are kept.
+    /// Returns the number of counters that were wrong.
     pub fn recount(&mut self) -> usize {
         let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
-        for (_, n) in self.db.iter() {
+        for (p, n) in self.db.iter() {
             let e = counts.entry(n.perms.owner()).or_default();
             e.0 += 1;
-            e.1 += n.acc_size() as u64;
+            e.1 += n.mem_charge(p) as u64;
         }
         let watch_mem: HashMap<u32, (u64, u64)> = {
             let mut m: HashMap<u32, (u64, u64)> = HashMap::new();
@@ -844,6 +979,21 @@ impl Store {
             }
             m
         };
+        // Open transactions of unprivileged domains hold what their
+        // overlays hold (and are charged exactly that from now on).
+        let mut tx_mem: HashMap<u32, u64> = HashMap::new();
+        let priv_domid = self.cfg.priv_domid;
+        for c in self.conns.values_mut() {
+            let charged = matches!(c.kind, ConnKind::Domain(_)) && c.domid != priv_domid;
+            for t in c.transactions.values_mut() {
+                if charged {
+                    *tx_mem.entry(c.domid).or_default() += t.overlay.held();
+                    t.overlay.charged = t.overlay.held();
+                } else {
+                    t.overlay.charged = 0;
+                }
+            }
+        }
         for owner in counts.keys().copied().collect::<Vec<_>>() {
             self.domain_record(owner);
         }
@@ -851,9 +1001,10 @@ impl Store {
         for (domid, d) in self.domains.iter_mut() {
             let (nodes, mem) = counts.get(domid).copied().unwrap_or_default();
             let (watches, wmem) = watch_mem.get(domid).copied().unwrap_or_default();
+            let tmem = tx_mem.get(domid).copied().unwrap_or_default();
             let want = [
                 (Quota::Nodes, nodes),
-                (Quota::Memory, mem + wmem),
+                (Quota::Memory, mem + wmem + tmem + d.external_memory),
                 (Quota::Watches, watches),
             ];
             for (q, v) in want {
@@ -900,6 +1051,14 @@ impl Store {
         for p in orphans {
             problems.push(format!("{p}: not reachable"));
             self.db.remove_raw(&p);
+        }
+        // The record generations the permission check uses follow the
+        // records.
+        if self
+            .db
+            .sync_domain_gens(self.domains.values().map(|d| (d.domid, d.created_gen)))
+        {
+            problems.push("domain record generations resynchronised".to_owned());
         }
         let fixed = self.recount();
         if fixed > 0 {
