@@ -703,6 +703,25 @@ fn deep_paths(mut g: Guest, stop: &AtomicBool) -> Attack {
     a
 }
 
+/// What the daemon charged domain `d` (CONTROL quota <d>): the most
+/// memory and nodes seen.
+fn charged(ts: &mut Sock, d: u32) -> String {
+    let Ok(m) = ts.ok(MsgType::Control, &zs(&["quota", &d.to_string()])) else {
+        return "charged: unknown".into();
+    };
+    let text = String::from_utf8_lossy(&m.payload).into_owned();
+    let max = |name: &str| -> Option<u64> {
+        let l = text.lines().find(|l| l.starts_with(name))?;
+        let m = l.split("(max").nth(1)?;
+        m.trim().trim_end_matches(')').trim().parse().ok()
+    };
+    format!(
+        "charged at most {:.0} KiB memory, {} nodes",
+        max("memory").unwrap_or(0) as f64 / 1024.0,
+        max("nodes").unwrap_or(0)
+    )
+}
+
 // ----- one scenario -------------------------------------------------------------
 
 struct Row {
@@ -932,6 +951,7 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
         }
         if let Some((d, h)) = attacker {
             let a = h.join().ok().flatten().unwrap_or_default();
+            let charge = charged(&mut host.ts, d);
             rows.push(Row {
                 scenario: name.to_string(),
                 who: format!("attacker d{d}"),
@@ -942,7 +962,7 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
                     disconnected: false,
                 },
                 rss_mib,
-                note: format!("n = requests sent; {}", a.summary()),
+                note: format!("n = requests sent; {}; {charge}", a.summary()),
             });
         }
         Ok(rows)
