@@ -597,6 +597,11 @@ fn pipeline(
             "throttled: daemon stopped reading its ring {:.1} s before the end",
             stalled.as_secs_f64()
         )
+    } else if stalled_max > Duration::from_millis(500) {
+        format!(
+            "throttled: its ring was not read for up to {:.1} s at a time",
+            stalled_max.as_secs_f64()
+        )
     } else {
         format!(
             "served throughout (longest stall {:.0} ms)",
@@ -778,7 +783,7 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
                 let acc_stop = stop.clone();
                 let (acc_d, acc) = host.guest(&go, move |mut g: Guest| {
                     let Ok(target) = ready_rx.recv_timeout(Duration::from_secs(60)) else {
-                        return 0;
+                        return Attack::default();
                     };
                     let node = format!("/local/domain/{target}/w");
                     pipeline(&mut g, &acc_stop, Replies::Read, |i| {
@@ -786,7 +791,6 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
                         p.extend_from_slice(i.to_string().as_bytes());
                         Message::new(MsgType::Write as u32, i, 0, p)
                     })
-                    .requests
                 })?;
                 let (d, h) = host.guest(&go, move |mut g: Guest| {
                     let mut a = Attack::default();
@@ -822,9 +826,11 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
                 })?;
                 let joined = std::thread::spawn(move || {
                     let mut a = h.join().ok().flatten()?;
-                    let n = acc.join().ok().flatten().unwrap_or(0);
+                    let w = acc.join().ok().flatten().unwrap_or_default();
                     a.note.push_str(&format!(
-                        "; guest d{acc_d} wrote the node {n} times (pipelined)"
+                        "; accomplice guest d{acc_d} wrote the node {} times (pipelined): {}",
+                        w.requests,
+                        w.summary()
                     ));
                     Some(a)
                 });
