@@ -14,7 +14,6 @@
 //!   (C's `-w watch-event`, unprivileged receivers only) are dropped unless
 //!   already started on the wire.
 
-use mio::net::UnixStream;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
@@ -218,12 +217,27 @@ impl RingLink {
     }
 }
 
+/// A socket's byte stream, non-blocking (`WouldBlock` when there is
+/// nothing to read or no room). The daemon's are Unix sockets; tests use
+/// streams in memory.
+pub trait Stream: std::io::Read + std::io::Write {
+    /// The descriptor the event loop polls (`None`: not polled).
+    fn fd(&self) -> Option<std::os::fd::RawFd>;
+}
+
+impl Stream for mio::net::UnixStream {
+    fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.as_raw_fd())
+    }
+}
+
 /// What carries a connection's bytes.
 pub enum Transport {
     /// A Unix socket; `want_write` mirrors the poll interest.
     Socket {
         /// The stream.
-        stream: UnixStream,
+        stream: Box<dyn Stream>,
         /// Registered for writability.
         want_write: bool,
     },
@@ -277,6 +291,14 @@ impl Connection {
         match &self.transport {
             Transport::Ring(r) => Some(r.domid),
             Transport::Socket { .. } => None,
+        }
+    }
+
+    /// The socket's descriptor, if this is a socket.
+    pub fn socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.transport {
+            Transport::Socket { stream, .. } => stream.fd(),
+            Transport::Ring(_) => None,
         }
     }
 

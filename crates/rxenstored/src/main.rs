@@ -7,19 +7,10 @@
 //! foreground. Readiness is also sent to systemd (`READY=1`) when
 //! `NOTIFY_SOCKET` is set.
 
-mod cli;
-mod conn;
-mod control;
-mod domain_state;
-mod logging;
-mod notify;
-mod server;
-mod sim;
-mod trace;
-mod xen;
 
 use clap::Parser;
-use cli::Options;
+use rxenstored::cli::{self, Options};
+use rxenstored::{logging, notify, server, sim, xen};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};

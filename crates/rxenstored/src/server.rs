@@ -1,69 +1,39 @@
 //! The event loop: one thread, one epoll set (mio), O(1) work per event.
 //!
-//! * The listening socket, the signal pipe, the event channel and every
-//!   socket connection are sources of one `Poll`; a pending event-channel
-//!   port names the ring connection to serve.
-//! * Sockets and rings are one kind of [`Connection`] (`crate::conn`):
-//!   one output queue of whole messages, one turn on one ready queue.
-//!   A turn handles at most [`REQUESTS_PER_TURN`] requests; a connection
-//!   with more goes to the back of the queue, so one connection's flood
-//!   costs the others at most one turn's worth of latency.
-//! * A connection's requests are not read while its output holds more
-//!   than its high-water mark (its own replies are what fills it). A
-//!   guest's requests are also not read while its domain has as many
-//!   requests outstanding as its `outstanding` quota allows (a request is
-//!   outstanding until its reply and every watch event it caused are
-//!   written, as in C xenstored), or while the domain is at its memory
-//!   quota; output queued for a guest is charged to that quota. So a guest
-//!   whose writes flood a slow watcher is throttled, not the watcher.
-//! * Watch events for a guest beyond its memory quota or [`RING_OUT_LIMIT`]
-//!   are dropped for that guest alone; events for unprivileged receivers
-//!   that wait longer than the watch-event timeout are dropped. A socket
-//!   whose queue passes [`OUT_LIMIT`] is dropped, since it is not reading.
-//! * A header announcing more than 4096 bytes closes a socket at once, as
-//!   C xenstored does, and marks a ring broken; every other connection
-//!   goes on.
+//! [`Server`] owns the I/O: the poll set, the listening socket, the signal
+//! pipe and the tokens of every socket and of the event channel. Everything
+//! served lives in [`State`] (`crate::state`): readiness is handed to it,
+//! the time is read once per iteration and passed in, and what it asks of
+//! the loop (poll a socket for writability, deregister and drop a closed
+//! socket) is applied after each iteration.
+//!
+//! * Readiness is edge-triggered; the state keeps connections with more to
+//!   do on its ready queue, so the loop does not wait while it is busy.
+//! * Accepting takes at most [`ACCEPTS_PER_TURN`] connections per
+//!   iteration; after EMFILE the backlog is retried when a socket closes,
+//!   or after [`ACCEPT_RETRY`].
 
-use crate::conn::{Connection, Queued, RingLink, Ticket, Transport, WriteError};
-use crate::control;
+use crate::state::{Action, State};
 use crate::trace::Trace;
-use crate::xen::{Change, Xen, XenConfig, RING_IN_HIGH, RING_OUT_HIGH, RING_OUT_LIMIT};
-use mio::net::{UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use crate::xen::{Xen, XenConfig};
+use mio::net::UnixListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use xenstore_proto::ring::{ERROR_PROTO, ERROR_RINGIDX};
-use xenstore_proto::{args, number, Message, MsgType, XsError};
-use xenstore_store::{ConnId, ConnKind, Effect, Outcome, Store, StoreConfig, SUPPORTED_FEATURES};
+use xenstore_store::StoreConfig;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const EVTCHN: Token = Token(2);
-/// Pending ports taken per turn before sockets get served again.
-const PORTS_PER_TURN: usize = 256;
-const FIRST_CONN: u64 = 16;
-
-/// Bytes read from a socket per `read` call.
-const READ_CHUNK: usize = 64 * 1024;
-/// Requests handled per connection per turn before the others get served.
-pub const REQUESTS_PER_TURN: usize = 32;
 /// How long to wait before accepting again after running out of
 /// descriptors, when no connection closes meanwhile.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// How often connections holding output for a receiver that does not read
-/// are looked at for stale watch events.
-const EXPIRY_TICK: Duration = Duration::from_secs(1);
-
-/// Connections accepted per turn before the others get served.
-const ACCEPTS_PER_TURN: usize = 32;
-/// Output queued above which a socket's requests are not read.
-pub const OUT_HIGH: usize = 1 << 20;
-/// Output queued above which a socket is dropped.
-pub const OUT_LIMIT: usize = 64 << 20;
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Connections accepted per iteration before the others get served.
+pub const ACCEPTS_PER_TURN: usize = 32;
 
 /// What the server needs to start.
 #[derive(Debug, Clone)]
@@ -108,49 +78,20 @@ pub enum StartError {
     Xen(crate::xen::OpenError),
 }
 
-/// An outstanding request: how many queued messages (its reply, the watch
-/// events it caused) still refer to it, plus one while it is handled.
-struct Pending {
-    domid: u32,
-    /// The requesting connection: the count is the domain's only while
-    /// this is still its connection.
-    conn: ConnId,
-    refs: u32,
-}
-
-/// The daemon's event loop and everything it serves.
+/// The daemon's event loop: its I/O, and the [`State`] it serves.
 pub struct Server {
     poll: Poll,
     listener: UnixListener,
     signals: Signals,
-    conns: HashMap<u64, Connection>,
-    store: Store,
-    trace: Trace,
-    next_id: u64,
-    ready: VecDeque<u64>,
-    dirty: Vec<u64>,
-    /// Ring connections not read because of their domain's limits.
-    stalled: Vec<u64>,
-    /// Unprivileged connections holding output: looked at for stale events.
-    backlogged: HashSet<u64>,
-    next_expiry: Option<Instant>,
-    pending: HashMap<u64, Pending>,
-    next_ticket: u64,
-    cfg: ServerConfig,
+    state: State,
+    socket: PathBuf,
     stop: bool,
     /// The listener used up its accept budget: more may be waiting.
     accept_pending: bool,
     /// Accepting failed for want of descriptors (EMFILE/ENFILE): retry
     /// when a connection closes, or at this time at the latest.
     accept_blocked: Option<Instant>,
-    /// Guests, when a Xen interface is available.
-    xen: Option<Xen>,
-    /// The event channel used up its budget: more may be pending.
-    evtchn_pending: bool,
     on_hangup: Option<Box<dyn FnMut()>>,
-    /// The time of this loop iteration, read once after polling and
-    /// passed to everything the iteration does.
-    now: Instant,
 }
 
 /// Binds the socket: refuses if a live daemon answers on it, removes a
@@ -204,7 +145,7 @@ impl Server {
                     use std::os::fd::AsRawFd;
                     let fd = x.fd().as_raw_fd();
                     poll.registry()
-                        .register(&mut mio::unix::SourceFd(&fd), EVTCHN, Interest::READABLE)
+                        .register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)
                         .map_err(StartError::Poll)?;
                     tracing::info!(
                         "Xen interfaces open: serving guests (domain state: {})",
@@ -221,120 +162,19 @@ impl Server {
                 }
             },
         };
-        let mut srv = Server {
+        let socket = cfg.socket.clone();
+        let state = State::new(cfg, trace, xen, Instant::now());
+        Ok(Server {
             poll,
             listener,
             signals,
-            conns: HashMap::new(),
-            store: Store::new(cfg.store.clone()),
-            trace,
-            next_id: FIRST_CONN,
-            ready: VecDeque::new(),
-            dirty: Vec::new(),
-            stalled: Vec::new(),
-            backlogged: HashSet::new(),
-            next_expiry: None,
-            pending: HashMap::new(),
-            next_ticket: 1,
-            cfg,
+            state,
+            socket,
             stop: false,
             accept_pending: false,
             accept_blocked: None,
-            xen,
-            evtchn_pending: false,
             on_hangup: None,
-            now: Instant::now(),
-        };
-        srv.attach_local_ring();
-        srv.adopt_existing_domains();
-        Ok(srv)
-    }
-
-    fn new_conn_id(&mut self) -> ConnId {
-        let c = ConnId(self.next_id);
-        self.next_id += 1;
-        c
-    }
-
-    /// Registers a new ring connection of `domid` with the store and the
-    /// loop, and records the domain as introduced.
-    fn add_ring(&mut self, conn: ConnId, link: RingLink) -> Vec<(ConnId, Message)> {
-        let domid = link.domid;
-        self.store.connect(conn, ConnKind::Domain(domid));
-        let privileged = self.store.is_privileged(conn);
-        self.conns.insert(
-            conn.0,
-            Connection::new(conn, Transport::Ring(link), privileged),
-        );
-        self.trace
-            .obj(&format!("ring connection of domain {domid}"), conn.0);
-        let out = self.store.introduce_domain(domid, conn);
-        // The guest may have written requests before we bound its port.
-        self.schedule(conn.0);
-        out
-    }
-
-    /// The feature mask to advertise to `domid`.
-    fn features_of(&self, domid: u32) -> u32 {
-        self.store
-            .domain(domid)
-            .map_or(SUPPORTED_FEATURES, |d| d.features)
-    }
-
-    /// Start-up: every domain that exists and whose ring page names its
-    /// event channel (dom0less, Hyperlaunch) is served at once, as C
-    /// xenstored does; the others wait for their INTRODUCE.
-    fn adopt_existing_domains(&mut self) {
-        let found = match &mut self.xen {
-            Some(x) => x.existing_domains(),
-            None => return,
-        };
-        let skip = [self.cfg.store.store_domid, self.cfg.store.priv_domid];
-        for (domid, info) in found {
-            if skip.contains(&domid) || !info.exists() {
-                continue;
-            }
-            let features = self.features_of(domid);
-            let conn = ConnId(self.next_id);
-            let Some(x) = &mut self.xen else { return };
-            match x.adopt(domid, features, conn) {
-                Ok(Some(link)) => {
-                    self.next_id += 1;
-                    let port = link.port.unwrap_or_default();
-                    let _ = self.add_ring(conn, link);
-                    tracing::info!("domain {domid} found at start-up: served (port {port})");
-                }
-                Ok(None) => tracing::debug!("domain {domid} exists; waiting for its INTRODUCE"),
-                Err(e) => tracing::debug!("domain {domid} exists but cannot be served yet: {e}"),
-            }
-        }
-    }
-
-    /// Serves the local domain's own ring, if this domain has one (dom0's
-    /// kernel relays `/dev/xen/xenbus` clients over it).
-    fn attach_local_ring(&mut self) {
-        let domid = self.cfg.store.store_domid;
-        let features = self.features_of(domid);
-        let conn = ConnId(self.next_id);
-        let (Some(x), Some(xc)) = (&mut self.xen, &self.cfg.xen) else {
-            return;
-        };
-        if !xc.xsd_kva.exists() {
-            tracing::info!(
-                "no {}: the local domain's ring is not served",
-                xc.xsd_kva.display()
-            );
-            return;
-        }
-        match x.attach_local(xc, domid, features, conn) {
-            Ok(link) => {
-                self.next_id += 1;
-                let port = link.port.unwrap_or_default();
-                let _ = self.add_ring(conn, link);
-                tracing::info!("serving the local domain's ring (port {port})");
-            }
-            Err(e) => tracing::warn!("the local domain's ring is not served: {e}"),
-        }
+        })
     }
 
     /// Something to run on SIGHUP besides reopening the trace file (the
@@ -348,70 +188,87 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
-            let timeout = if self.ready.is_empty() && !self.accept_pending && !self.evtchn_pending {
+            let timeout = if self.state.busy() || self.accept_pending {
+                Some(Duration::ZERO)
+            } else {
                 let now = Instant::now();
-                [self.accept_blocked, self.next_expiry]
+                [self.accept_blocked, self.state.deadline()]
                     .into_iter()
                     .flatten()
                     .min()
                     .map(|t| t.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            self.now = Instant::now();
-            let now = self.now;
+            let now = Instant::now();
+            self.state.set_now(now);
             if self.accept_blocked.is_some_and(|t| now >= t) {
                 self.accept_pending = true;
             }
             if self.accept_pending {
-                self.accept();
-            }
-            if self.evtchn_pending {
-                self.on_evtchn();
+                self.accept(now);
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(),
-                    EVTCHN => self.on_evtchn(),
+                    EVTCHN => self.state.on_evtchn(),
                     Token(t) => {
                         let id = t as u64;
                         if ev.is_writable() {
-                            self.flush(id);
+                            self.state.flush(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.schedule(id);
+                            self.state.schedule(id);
                         }
                     }
                 }
             }
-            for _ in 0..self.ready.len() {
-                if let Some(id) = self.ready.pop_front() {
-                    self.turn(id);
-                }
-            }
-            self.flush_dirty();
-            if self.next_expiry.is_some_and(|t| now >= t) {
-                self.expire_backlog();
-            }
-            self.retry_stalled();
+            self.state.serve();
+            self.apply();
         }
-        self.shutdown();
+        self.state.shutdown();
+        self.apply();
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!("stopped");
         Ok(())
     }
 
-    fn shutdown(&mut self) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close(id, "daemon stopping");
+    /// Carries out what the state asked: poll interest changes, closed
+    /// sockets deregistered and dropped.
+    fn apply(&mut self) {
+        for a in self.state.take_actions() {
+            match a {
+                Action::Interest { id, fd, writable } => {
+                    let interest = if writable {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
+                    if let Err(e) = self.poll.registry().reregister(
+                        &mut SourceFd(&fd),
+                        Token(id as usize),
+                        interest,
+                    ) {
+                        self.state.close(id, &format!("poll: {e}"));
+                    }
+                }
+            }
         }
-        let _ = std::fs::remove_file(&self.cfg.socket);
-        tracing::info!("stopped");
+        let closed = self.state.take_closed();
+        if !closed.is_empty() && self.accept_blocked.is_some() {
+            // A descriptor is free: the backlog may be served.
+            self.accept_pending = true;
+        }
+        for s in closed {
+            if let Some(fd) = s.fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            drop(s);
+        }
     }
 
     fn on_signals(&mut self) {
@@ -423,9 +280,7 @@ impl Server {
                     self.stop = true;
                 }
                 SIGHUP => {
-                    if let Err(e) = self.trace.reopen() {
-                        tracing::warn!("cannot reopen trace file: {e}");
-                    }
+                    self.state.reopen_trace();
                     if let Some(f) = &mut self.on_hangup {
                         f();
                     }
@@ -438,32 +293,23 @@ impl Server {
 
     /// Accepts pending connections, at most [`ACCEPTS_PER_TURN`] per turn
     /// so that clients reconnecting in a loop cannot starve the others.
-    fn accept(&mut self) {
+    fn accept(&mut self, now: Instant) {
         self.accept_pending = false;
         let was_blocked = self.accept_blocked.take().is_some();
         for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    let id = self.next_id;
+                Ok((stream, _)) => {
+                    use std::os::fd::AsRawFd;
+                    let fd = stream.as_raw_fd();
+                    let id = self.state.add_socket(Box::new(stream));
                     if let Err(e) = self.poll.registry().register(
-                        &mut stream,
+                        &mut SourceFd(&fd),
                         Token(id as usize),
                         Interest::READABLE,
                     ) {
                         tracing::warn!("cannot register connection: {e}");
-                        continue;
+                        self.state.close(id, "cannot be polled");
                     }
-                    let conn = self.new_conn_id();
-                    self.store.connect(conn, ConnKind::Socket);
-                    let privileged = self.store.is_privileged(conn);
-                    let transport = Transport::Socket {
-                        stream,
-                        want_write: false,
-                    };
-                    self.conns
-                        .insert(id, Connection::new(conn, transport, privileged));
-                    self.trace.obj("socket connection created", id);
-                    self.schedule(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -475,661 +321,11 @@ impl Server {
                     if !was_blocked {
                         tracing::warn!("accept: {e}: clients wait until descriptors free");
                     }
-                    self.accept_blocked = Some(self.now + ACCEPT_RETRY);
+                    self.accept_blocked = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }
         }
         self.accept_pending = true;
     }
-
-    /// Puts a connection on the ready queue (once).
-    fn schedule(&mut self, id: u64) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            if !c.scheduled {
-                c.scheduled = true;
-                self.ready.push_back(id);
-            }
-        }
-    }
-
-    /// Whether a connection's requests may be handled now. A ring whose
-    /// domain is at its limits is noted as stalled and served again when
-    /// they allow.
-    fn may_read(&mut self, id: u64) -> bool {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        match &c.transport {
-            Transport::Socket { .. } => {
-                if c.out.bytes() >= OUT_HIGH {
-                    c.paused = true;
-                    return false;
-                }
-                true
-            }
-            Transport::Ring(r) => {
-                if r.broken || r.port.is_none() || c.out.bytes() >= RING_OUT_HIGH {
-                    return false;
-                }
-                let d = r.domid;
-                if self.store.outstanding_full(d) || self.store.memory_full(d) {
-                    if !c.stalled {
-                        c.stalled = true;
-                        self.stalled.push(id);
-                    }
-                    return false;
-                }
-                true
-            }
-        }
-    }
-
-    /// Serves again the stalled rings whose domains are back within their
-    /// limits.
-    fn retry_stalled(&mut self) {
-        if self.stalled.is_empty() {
-            return;
-        }
-        let stalled = std::mem::take(&mut self.stalled);
-        for id in stalled {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            let Some(d) = c.domid() else { continue };
-            if self.store.outstanding_full(d) || self.store.memory_full(d) {
-                self.stalled.push(id);
-            } else {
-                c.stalled = false;
-                self.schedule(id);
-            }
-        }
-    }
-
-    /// One turn of a connection: write what it can take, then handle its
-    /// requests (reading more as needed) up to the per-turn budget.
-    fn turn(&mut self, id: u64) {
-        match self.conns.get_mut(&id) {
-            Some(c) => c.scheduled = false,
-            None => return,
-        }
-        self.flush(id);
-        let mut handled = 0;
-        let mut read = 0;
-        while self.may_read(id) {
-            let Some(c) = self.conns.get_mut(&id) else {
-                return;
-            };
-            match c.decoder.next_message() {
-                Ok(Some(m)) => {
-                    self.dispatch(id, m);
-                    handled += 1;
-                    if handled >= REQUESTS_PER_TURN {
-                        // More may wait: back of the queue.
-                        self.schedule(id);
-                        break;
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.fail(id, ERROR_PROTO, &format!("protocol error: {e}"));
-                    return;
-                }
-            }
-            match self.read_more(id) {
-                Some(0) => break,
-                Some(n) => read += n,
-                None => return,
-            }
-        }
-        let wrote = self.flush(id);
-        if read > 0 && !wrote {
-            // Requests consumed and nothing written: the guest may be
-            // waiting for room.
-            self.notify_ring(id);
-        }
-    }
-
-    /// Reads more requests into a connection's decoder. `Some(0)`: nothing
-    /// more now; `None`: the connection is gone or broken.
-    fn read_more(&mut self, id: u64) -> Option<usize> {
-        let c = self.conns.get_mut(&id)?;
-        let result = match &mut c.transport {
-            Transport::Socket { stream, .. } => {
-                let mut buf = vec![0u8; READ_CHUNK];
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) => break Err("end of file".to_owned()),
-                        Ok(n) => {
-                            c.decoder.feed(buf.get(..n).unwrap_or_default());
-                            break Ok(n);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(format!("read error: {e}")),
-                    }
-                }
-            }
-            Transport::Ring(r) => r
-                .read_into(&mut c.decoder, RING_IN_HIGH)
-                .map_err(|e| e.to_string()),
-        };
-        match result {
-            Ok(n) => Some(n),
-            Err(why) => {
-                self.fail(id, ERROR_RINGIDX, &why);
-                None
-            }
-        }
-    }
-
-    /// A connection failed: a socket is closed; a ring is marked broken
-    /// (the error field says why, when the guest may read it), its watches
-    /// and transactions go, and it is never read again while the domain
-    /// stays introduced until it dies or is released.
-    fn fail(&mut self, id: u64, ring_code: u32, why: &str) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let Some(r) = c.ring_mut() else {
-            self.close(id, why);
-            return;
-        };
-        tracing::warn!("domain {}: {why}: connection ignored", r.domid);
-        r.break_with(ring_code);
-        c.decoder.clear();
-        self.clear_output(id);
-        self.store.reset_connection(ConnId(id));
-    }
-
-    /// Signals a ring's guest.
-    fn notify_ring(&mut self, id: u64) {
-        let port = self
-            .conns
-            .get(&id)
-            .and_then(|c| c.ring())
-            .filter(|r| !r.broken)
-            .and_then(|r| r.port);
-        if let (Some(port), Some(x)) = (port, &mut self.xen) {
-            x.notify(port);
-        }
-    }
-
-    /// Handles one request. A guest's request is outstanding until its
-    /// reply and the watch events it caused are all written.
-    fn dispatch(&mut self, id: u64, msg: Message) {
-        self.trace.io("IN", id, &msg);
-        let ticket = self.conns.get(&id).and_then(|c| c.domid()).map(|domid| {
-            let t = self.next_ticket;
-            self.next_ticket += 1;
-            self.store.charge_outstanding(domid, 1);
-            self.pending.insert(
-                t,
-                Pending {
-                    domid,
-                    conn: ConnId(id),
-                    refs: 1,
-                },
-            );
-            Ticket(t)
-        });
-        let outcome = match msg.kind() {
-            Some(MsgType::Control) => self.control(id, &msg),
-            Some(MsgType::Introduce) => self.introduce(id, &msg),
-            _ => {
-                let oracle = crate::xen::Oracle::new(self.xen.as_mut());
-                self.store.handle(ConnId(id), &msg, &oracle)
-            }
-        };
-        self.deliver(outcome, ticket);
-        if let Some(t) = ticket {
-            self.unref(t);
-        }
-    }
-
-    fn deliver(&mut self, outcome: Outcome, cause: Option<Ticket>) {
-        for (cid, m) in outcome.out {
-            self.queue(cid.0, m, cause);
-        }
-        for e in outcome.effects {
-            match e {
-                Effect::DomainReleased { domid, conn } => {
-                    tracing::info!("domain {domid} released");
-                    match conn {
-                        // Unbinds the port and unmaps the page.
-                        Some(c) => self.close(c.0, "domain released"),
-                        None => {
-                            if let Some(x) = &mut self.xen {
-                                x.detach(domid, None);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One fewer queued message refers to an outstanding request; the last
-    /// ends it.
-    fn unref(&mut self, t: Ticket) {
-        let Some(p) = self.pending.get_mut(&t.0) else {
-            return;
-        };
-        p.refs = p.refs.saturating_sub(1);
-        if p.refs > 0 {
-            return;
-        }
-        let (domid, conn) = (p.domid, p.conn);
-        self.pending.remove(&t.0);
-        // A domain released or dead since took its count with it.
-        if self
-            .store
-            .domain(domid)
-            .is_some_and(|d| d.conn == Some(conn))
-        {
-            self.store.charge_outstanding(domid, -1);
-        }
-    }
-
-    /// Releases what a message that left a queue was charged for.
-    fn release(&mut self, receiver: ConnId, domid: Option<u32>, q: Queued) {
-        if let (Some(d), true) = (domid, q.charged > 0) {
-            if self
-                .store
-                .domain(d)
-                .is_some_and(|x| x.conn == Some(receiver))
-            {
-                self.store.charge_memory(d, -(q.charged as i64));
-            }
-        }
-        if let Some(t) = q.ticket {
-            self.unref(t);
-        }
-    }
-
-    fn release_all(&mut self, receiver: ConnId, domid: Option<u32>, gone: Vec<Queued>) {
-        for q in gone {
-            self.release(receiver, domid, q);
-        }
-    }
-
-    /// Empties a connection's output, releasing what it was charged for.
-    fn clear_output(&mut self, id: u64) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let mut gone = Vec::new();
-        c.out.clear(|q| gone.push(q));
-        let (conn, domid) = (c.id, c.domid());
-        self.release_all(conn, domid, gone);
-    }
-
-    fn control(&mut self, id: u64, msg: &Message) -> Outcome {
-        let h = msg.header;
-        let reply = match self.store.gate(ConnId(id), &h) {
-            Err(e) => Message::error(&h, e),
-            Ok(_) => match control::run(
-                &mut self.store,
-                &mut self.trace,
-                &self.cfg.file_base,
-                &msg.payload,
-            ) {
-                Ok(control::Reply::Ok) => Message::ok(&h),
-                Ok(control::Reply::Text(s)) => {
-                    let mut p = s.into_bytes();
-                    p.push(0);
-                    if p.len() > xenstore_proto::PAYLOAD_MAX {
-                        Message::error(&h, XsError::E2big)
-                    } else {
-                        Message::reply(&h, p)
-                    }
-                }
-                Err(e) => Message::error(&h, e),
-            },
-        };
-        Outcome {
-            out: vec![(ConnId(id), reply)],
-            effects: Vec::new(),
-        }
-    }
-
-    /// INTRODUCE `<domid>|<gfn>|<port>|`: arguments are checked as C does
-    /// (the gfn is ignored: the ring is grant entry 1); then the ring is
-    /// mapped and the event channel bound. A domain introduced before only
-    /// gets its event channel bound again and its connection reset (a ring
-    /// whose binding fails stays mapped, parked, until an INTRODUCE that
-    /// binds). Without a Xen interface the mapping cannot happen: `EINVAL`,
-    /// as C answers when the grant map fails.
-    fn introduce(&mut self, id: u64, msg: &Message) -> Outcome {
-        let h = msg.header;
-        let mut out = Outcome::default();
-        let result = self.introduce_ring(id, msg, &mut out);
-        out.out.push((
-            ConnId(id),
-            match result {
-                Ok(()) => Message::ok(&h),
-                Err(e) => Message::error(&h, e),
-            },
-        ));
-        out
-    }
-
-    fn introduce_ring(&mut self, id: u64, msg: &Message, out: &mut Outcome) -> Result<(), XsError> {
-        self.store.gate(ConnId(id), &msg.header)?;
-        let a = args::strings(&msg.payload);
-        if a.len() < 3 {
-            return Err(XsError::Einval);
-        }
-        let domid = number::parse_domid(a[0])?;
-        let port = u32::try_from(number::atoi(a[2])).map_err(|_| XsError::Einval)?;
-        if port == 0 {
-            return Err(XsError::Einval);
-        }
-        let features = self.features_of(domid);
-        let Some(x) = &mut self.xen else {
-            tracing::warn!("INTRODUCE {domid} port {port}: no hypervisor interface");
-            return Err(XsError::Einval);
-        };
-        match x.conn_of_domain(domid) {
-            Some(conn) => {
-                // Introduced before: its output and input go, the event
-                // channel is bound again.
-                self.clear_output(conn.0);
-                let (Some(c), Some(x)) = (self.conns.get_mut(&conn.0), &mut self.xen) else {
-                    return Err(XsError::Einval);
-                };
-                c.decoder.clear();
-                let Some(link) = c.ring_mut() else {
-                    return Err(XsError::Einval);
-                };
-                x.rebind(link, port, conn)?;
-                out.out.extend(self.store.introduce_domain(domid, conn));
-                self.schedule(conn.0);
-            }
-            None => {
-                let conn = ConnId(self.next_id);
-                let link = x.attach(domid, port, features, conn)?;
-                self.next_id += 1;
-                out.out.extend(self.add_ring(conn, link));
-            }
-        }
-        Ok(())
-    }
-
-    /// The event channel is readable: take pending ports (a budget per
-    /// turn, so sockets are not starved by a notification storm). A ring's
-    /// port puts its connection on the ready queue; `VIRQ_DOM_EXC` and the
-    /// domain-state backend's ports are handled here.
-    fn on_evtchn(&mut self) {
-        self.evtchn_pending = false;
-        for _ in 0..PORTS_PER_TURN {
-            let port = match &mut self.xen {
-                Some(x) if x.has_pending() => match x.pending() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!("event channel: {e}");
-                        return;
-                    }
-                },
-                _ => return,
-            };
-            let backend = self.xen.as_mut().and_then(|x| x.backend_port(port));
-            if self.xen.as_ref().is_some_and(|x| x.is_virq(port)) {
-                self.domain_exc();
-            } else if let Some(changes) = backend {
-                self.apply_changes(changes);
-            } else if let Some(conn) = self.xen.as_ref().and_then(|x| x.conn_of_port(port)) {
-                self.schedule(conn.0);
-            }
-            if let Some(x) = &mut self.xen {
-                x.unmask(port);
-            }
-        }
-        self.evtchn_pending = true;
-    }
-
-    /// `VIRQ_DOM_EXC`: apply what the domain-state backend reports.
-    fn domain_exc(&mut self) {
-        let store = &self.store;
-        let changes = match &mut self.xen {
-            Some(x) => x.changes(&|d| store.names_domain(d), &|| store.named_domains()),
-            None => return,
-        };
-        self.apply_changes(changes);
-    }
-
-    /// Shutdowns fire `@releaseDomain/<domid>` (generic once per batch);
-    /// deaths tear domains down.
-    fn apply_changes(&mut self, changes: Vec<Change>) {
-        let mut generic = false;
-        for c in changes {
-            match c {
-                Change::Shutdown(d) => {
-                    // Reported again while still shut down (the domain
-                    // list reports state, not changes): nothing new.
-                    if self.store.domain(d).is_some_and(|x| x.shutdown) {
-                        continue;
-                    }
-                    let ev = self.store.domain_shutdown(d);
-                    if !ev.is_empty() || self.store.domain(d).is_some_and(|x| x.shutdown) {
-                        generic = true;
-                    }
-                    for (cid, m) in ev {
-                        self.queue(cid.0, m, None);
-                    }
-                    tracing::info!("domain {d} shut down");
-                }
-                Change::Gone(d) => {
-                    if self.store.is_introduced(d) {
-                        tracing::info!("domain {d} died");
-                    } else {
-                        tracing::info!(
-                            "domain {d}, never introduced, died: its nodes and rights go"
-                        );
-                    }
-                    let o = self.store.remove_domain(d);
-                    self.deliver(o, None);
-                }
-            }
-        }
-        if generic {
-            for (cid, m) in self.store.release_domain_generic() {
-                self.queue(cid.0, m, None);
-            }
-        }
-    }
-
-    /// Queues a reply or watch event for a connection. A guest's queued
-    /// output is charged to its domain's memory; a watch event that would
-    /// take the guest over its memory quota or [`RING_OUT_LIMIT`] is
-    /// dropped for that guest alone. A socket whose queue passes
-    /// [`OUT_LIMIT`] is closed.
-    fn queue(&mut self, id: u64, m: Message, cause: Option<Ticket>) {
-        self.trace.io("OUT", id, &m);
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let event = m.kind() == Some(MsgType::WatchEvent);
-        let len = m.wire_len();
-        let mut charged = 0;
-        match &c.transport {
-            Transport::Ring(r) => {
-                if r.broken || r.port.is_none() {
-                    return;
-                }
-                let d = r.domid;
-                if event
-                    && (c.out.bytes() + len > RING_OUT_LIMIT
-                        || self.store.memory_would_exceed(d, len as u64))
-                {
-                    if c.dropped_events == 0 {
-                        tracing::warn!(
-                            "domain {d}: not reading its ring or over its memory quota; \
-                             watch events for it are dropped"
-                        );
-                    }
-                    c.dropped_events += 1;
-                    return;
-                }
-                if c.dropped_events > 0 && c.out.bytes() < RING_OUT_HIGH {
-                    tracing::info!(
-                        "domain {d}: reading again; {} watch events were dropped",
-                        c.dropped_events
-                    );
-                    c.dropped_events = 0;
-                }
-                self.store.charge_memory(d, len as i64);
-                charged = len;
-            }
-            Transport::Socket { .. } => {
-                if c.out.bytes() + len > OUT_LIMIT {
-                    self.close(id, "output queue overflow: client is not reading");
-                    return;
-                }
-            }
-        }
-        c.out.push(Queued {
-            bytes: m.encode(),
-            at: self.now,
-            event,
-            charged,
-            ticket: cause,
-        });
-        if let Some(p) = cause.and_then(|t| self.pending.get_mut(&t.0)) {
-            p.refs += 1;
-        }
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
-        }
-    }
-
-    fn flush_dirty(&mut self) {
-        while let Some(id) = self.dirty.pop() {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.dirty = false;
-            }
-            self.flush(id);
-        }
-    }
-
-    /// Writes as much queued output as the connection takes (dropping
-    /// stale watch events for unprivileged receivers first). Returns true
-    /// if anything was written.
-    fn flush(&mut self, id: u64) -> bool {
-        let timeout = self.cfg.watch_event_timeout;
-        let now = self.now;
-        let Some(c) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        let mut gone = Vec::new();
-        if let (Some(t), false) = (timeout, c.privileged) {
-            let n = c.out.expire_events(now, t, |q| gone.push(q));
-            if n > 0 {
-                tracing::debug!("connection {id}: dropped {n} stale watch events");
-            }
-        }
-        let result = c.write_out(|q| gone.push(q));
-        let (conn, domid) = (c.id, c.domid());
-        let port = c.ring().and_then(|r| r.port);
-        let backlog = !c.out.is_empty() && !c.privileged && timeout.is_some();
-        let resume = c.paused && c.out.bytes() < OUT_HIGH / 2;
-        if resume {
-            c.paused = false;
-        }
-        let mut reregister = None;
-        if let Transport::Socket { want_write, .. } = &mut c.transport {
-            let want = !c.out.is_empty();
-            if want != *want_write {
-                *want_write = want;
-                reregister = Some(want);
-            }
-        }
-        self.release_all(conn, domid, gone);
-        let written = match result {
-            Ok(n) => n,
-            Err(WriteError::Ring(e)) => {
-                self.fail(id, ERROR_RINGIDX, &e.to_string());
-                return false;
-            }
-            Err(e) => {
-                self.close(id, &e.to_string());
-                return false;
-            }
-        };
-        if written > 0 {
-            if let (Some(p), Some(x)) = (port, &mut self.xen) {
-                x.notify(p);
-            }
-        }
-        if let Some(want) = reregister {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let registry = self.poll.registry();
-            if let Some(Transport::Socket { stream, .. }) =
-                self.conns.get_mut(&id).map(|c| &mut c.transport)
-            {
-                if let Err(e) = reregister_socket(registry, stream, id, interest) {
-                    self.close(id, &format!("poll: {e}"));
-                    return written > 0;
-                }
-            }
-        }
-        if backlog {
-            if self.backlogged.insert(id) && self.next_expiry.is_none() {
-                self.next_expiry = Some(now + EXPIRY_TICK);
-            }
-        } else {
-            self.backlogged.remove(&id);
-        }
-        if resume {
-            self.schedule(id);
-        }
-        written > 0
-    }
-
-    /// Looks at the connections holding output for stale watch events
-    /// (a receiver that stopped reading is not flushed otherwise).
-    fn expire_backlog(&mut self) {
-        let ids: Vec<u64> = self.backlogged.iter().copied().collect();
-        for id in ids {
-            self.flush(id);
-        }
-        self.next_expiry = (!self.backlogged.is_empty()).then(|| self.now + EXPIRY_TICK);
-    }
-
-    fn close(&mut self, id: u64, reason: &str) {
-        self.clear_output(id);
-        let Some(c) = self.conns.remove(&id) else {
-            return;
-        };
-        self.backlogged.remove(&id);
-        match c.transport {
-            Transport::Socket { mut stream, .. } => {
-                let _ = self.poll.registry().deregister(&mut stream);
-                drop(stream);
-                if self.accept_blocked.is_some() {
-                    // A descriptor is free: the backlog may be served.
-                    self.accept_pending = true;
-                }
-            }
-            Transport::Ring(r) => {
-                if let Some(x) = &mut self.xen {
-                    x.detach(r.domid, r.port);
-                }
-            }
-        }
-        self.store.disconnect(ConnId(id));
-        self.trace
-            .obj(&format!("connection destroyed: {reason}"), id);
-        tracing::debug!("connection {id} closed: {reason}");
-    }
-}
-
-fn reregister_socket(r: &Registry, s: &mut UnixStream, id: u64, i: Interest) -> io::Result<()> {
-    r.reregister(s, Token(id as usize), i)
 }
