@@ -1,0 +1,234 @@
+//! The daemon's state driven without its event loop or binary: socket
+//! streams in memory, a clock of the test's own. What the state decides
+//! (turn budgets, poll interest, stale events) is checked exactly, with no
+//! waiting and no timing.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use xenstore_proto::{Decoder, Message, MsgType};
+use xenstore_store::StoreConfig;
+
+use rxenstored::conn::Stream;
+use rxenstored::server::ServerConfig;
+use rxenstored::state::{Action, State, REQUESTS_PER_TURN};
+use rxenstored::trace::Trace;
+
+/// Both ends of an in-memory socket: what the client sent and the daemon
+/// has not read; what the daemon wrote; how much more the daemon may write
+/// (`None`: no limit).
+#[derive(Default)]
+struct Pipe {
+    to_daemon: VecDeque<u8>,
+    from_daemon: Vec<u8>,
+    room: Option<usize>,
+}
+
+#[derive(Clone, Default)]
+struct Mem(Rc<RefCell<Pipe>>);
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut p = self.0.borrow_mut();
+        if p.to_daemon.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(p.to_daemon.len());
+        for (b, v) in buf.iter_mut().zip(p.to_daemon.drain(..n)) {
+            *b = v;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut p = self.0.borrow_mut();
+        let n = p.room.map_or(buf.len(), |r| r.min(buf.len()));
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(r) = &mut p.room {
+            *r -= n;
+        }
+        p.from_daemon.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for Mem {
+    fn fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(99)
+    }
+}
+
+impl Mem {
+    fn send(&self, t: MsgType, id: u32, payload: &[u8]) {
+        let m = Message::new(t as u32, id, 0, payload.to_vec());
+        self.0.borrow_mut().to_daemon.extend(m.encode());
+    }
+    fn received(&self) -> Vec<Message> {
+        let mut d = Decoder::new();
+        d.feed(&std::mem::take(&mut self.0.borrow_mut().from_daemon));
+        let mut v = Vec::new();
+        while let Ok(Some(m)) = d.next_message() {
+            v.push(m);
+        }
+        v
+    }
+    fn set_room(&self, room: Option<usize>) {
+        self.0.borrow_mut().room = room;
+    }
+}
+
+fn z(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn state(store: StoreConfig, now: Instant) -> State {
+    let cfg = ServerConfig {
+        socket: PathBuf::from("/nonexistent/socket"),
+        store,
+        trace_file: None,
+        trace_control: Vec::new(),
+        file_base: std::env::temp_dir(),
+        watch_event_timeout: Some(Duration::from_secs(20)),
+        xen: None,
+    };
+    State::new(cfg, Trace::open(None).expect("trace"), None, now)
+}
+
+#[test]
+fn a_turn_handles_at_most_the_budget_and_others_go_between() {
+    let t0 = Instant::now();
+    let mut s = state(StoreConfig::default(), t0);
+    let flood = Mem::default();
+    let other = Mem::default();
+    s.add_socket(Box::new(flood.clone()));
+    s.add_socket(Box::new(other.clone()));
+    for i in 0..100 {
+        flood.send(MsgType::Read, i, &z("/local"));
+    }
+    other.send(MsgType::Read, 7, &z("/tool"));
+    s.serve();
+    assert_eq!(flood.received().len(), REQUESTS_PER_TURN);
+    assert_eq!(other.received().len(), 1, "served in the same round");
+    // The rest over the next rounds, a budget each.
+    s.serve();
+    assert_eq!(flood.received().len(), REQUESTS_PER_TURN);
+    s.serve();
+    s.serve();
+    assert_eq!(flood.received().len(), 100 - 2 * REQUESTS_PER_TURN);
+    assert!(!s.busy(), "nothing left to do");
+}
+
+#[test]
+fn a_socket_without_room_is_polled_for_writability_until_drained() {
+    let t0 = Instant::now();
+    let mut s = state(StoreConfig::default(), t0);
+    let c = Mem::default();
+    let id = s.add_socket(Box::new(c.clone()));
+    c.set_room(Some(10));
+    c.send(MsgType::Read, 1, &z("/tool"));
+    s.serve();
+    assert_eq!(
+        s.take_actions(),
+        [Action::Interest {
+            id,
+            fd: 99,
+            writable: true
+        }]
+    );
+    c.set_room(None);
+    s.flush(id);
+    assert_eq!(
+        s.take_actions(),
+        [Action::Interest {
+            id,
+            fd: 99,
+            writable: false
+        }]
+    );
+    let got = c.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header.req_id, 1);
+}
+
+/// An unprivileged receiver's watch events that waited longer than the
+/// watch-event timeout (20 s here) are dropped unless already started;
+/// replies are never dropped. The clock is the test's.
+#[test]
+fn stale_events_for_an_unprivileged_receiver_are_dropped() {
+    let t0 = Instant::now();
+    // Sockets act as domain 0; domain 7 is privileged: sockets are not.
+    let cfg = StoreConfig {
+        priv_domid: 7,
+        ..StoreConfig::default()
+    };
+    let mut s = state(cfg, t0);
+    let c = Mem::default();
+    let id = s.add_socket(Box::new(c.clone()));
+    c.set_room(Some(0));
+    c.send(MsgType::Watch, 1, b"/x\0tok\0");
+    s.serve();
+    assert!(c.received().is_empty(), "no room yet");
+    // 19 s on: still there.
+    s.set_now(t0 + Duration::from_secs(19));
+    s.flush(id);
+    // 21 s on, with room: the reply comes, the initial event is gone.
+    s.set_now(t0 + Duration::from_secs(21));
+    c.set_room(None);
+    s.flush(id);
+    let got = c.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind(), Some(MsgType::Watch));
+    // A fresh event is delivered.
+    c.send(MsgType::Watch, 2, b"/y\0tok\0");
+    s.schedule(id); // the loop's readiness
+    s.serve();
+    let got = c.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].kind(), Some(MsgType::WatchEvent));
+}
+
+/// Under the default configuration sockets are privileged: their events
+/// are never dropped for age.
+#[test]
+fn a_privileged_receiver_keeps_old_events() {
+    let t0 = Instant::now();
+    let mut s = state(StoreConfig::default(), t0);
+    let c = Mem::default();
+    let id = s.add_socket(Box::new(c.clone()));
+    c.set_room(Some(0));
+    c.send(MsgType::Watch, 1, b"/x\0tok\0");
+    s.serve();
+    s.set_now(t0 + Duration::from_secs(3600));
+    c.set_room(None);
+    s.flush(id);
+    assert_eq!(c.received().len(), 2);
+}
+
+#[test]
+fn a_closed_socket_is_handed_back_to_the_loop() {
+    let t0 = Instant::now();
+    let mut s = state(StoreConfig::default(), t0);
+    let c = Mem::default();
+    // A header announcing more than 4096 bytes closes the socket.
+    let mut h = Message::new(MsgType::Read as u32, 1, 0, Vec::new()).encode();
+    h[12..16].copy_from_slice(&5000u32.to_le_bytes());
+    c.0.borrow_mut().to_daemon.extend(h);
+    s.add_socket(Box::new(c.clone()));
+    s.serve();
+    let closed = s.take_closed();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].fd(), Some(99));
+    assert_eq!(s.store().connection_count(), 0);
+}
