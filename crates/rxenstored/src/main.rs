@@ -7,7 +7,6 @@
 //! foreground. Readiness is also sent to systemd (`READY=1`) when
 //! `NOTIFY_SOCKET` is set.
 
-
 use clap::Parser;
 use rxenstored::cli::{self, Options};
 use rxenstored::{logging, notify, server, sim, xen};

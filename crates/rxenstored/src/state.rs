@@ -8,9 +8,10 @@
 //!
 //! * Sockets and rings are one kind of [`Connection`]: one output queue of
 //!   whole messages, one turn on one ready queue. A turn handles at most
-//!   [`REQUESTS_PER_TURN`] requests; a connection with more goes to the
-//!   back of the queue, so one connection's flood costs the others at most
-//!   one turn's worth of latency.
+//!   [`REQUESTS_PER_TURN`] requests, and ends sooner once its requests
+//!   made [`OUTPUT_PER_TURN`] bytes of replies and events; a connection
+//!   with more goes to the back of the queue, so one connection's flood
+//!   costs the others at most one turn's worth of latency.
 //! * A connection's requests are not read while its output holds more
 //!   than its high-water mark (its own replies are what fills it). A
 //!   guest's requests are also not read while its domain has as many
@@ -48,6 +49,10 @@ pub const FIRST_CONN: u64 = 16;
 const READ_CHUNK: usize = 64 * 1024;
 /// Requests handled per connection per turn before the others get served.
 pub const REQUESTS_PER_TURN: usize = 32;
+/// Bytes of replies and watch events a connection's requests may make in
+/// one turn before the others get served (a write watched 128 times with
+/// 4 KB tokens makes 512 KiB: one such request per turn).
+pub const OUTPUT_PER_TURN: usize = 256 * 1024;
 /// How often connections holding output for a receiver that does not read
 /// are looked at for stale watch events.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
@@ -384,6 +389,7 @@ impl State {
         }
         self.flush(id);
         let mut handled = 0;
+        let mut made = 0;
         let mut read = 0;
         while self.may_read(id) {
             let Some(c) = self.conns.get_mut(&id) else {
@@ -391,9 +397,9 @@ impl State {
             };
             match c.decoder.next_message() {
                 Ok(Some(m)) => {
-                    self.dispatch(id, m);
+                    made += self.dispatch(id, m);
                     handled += 1;
-                    if handled >= REQUESTS_PER_TURN {
+                    if handled >= REQUESTS_PER_TURN || made >= OUTPUT_PER_TURN {
                         // More may wait: back of the queue.
                         self.schedule(id);
                         break;
@@ -487,7 +493,9 @@ impl State {
 
     /// Handles one request. A guest's request is outstanding until its
     /// reply and the watch events it caused are all written.
-    fn dispatch(&mut self, id: u64, msg: Message) {
+    /// Returns the bytes of replies and events the request made (queued or
+    /// not): what it cost.
+    fn dispatch(&mut self, id: u64, msg: Message) -> usize {
         self.trace.io("IN", id, &msg);
         let ticket = self.conns.get(&id).and_then(|c| c.domid()).map(|domid| {
             let t = self.next_ticket;
@@ -511,10 +519,12 @@ impl State {
                 self.store.handle(ConnId(id), &msg, &oracle)
             }
         };
+        let made = outcome.out.iter().map(|(_, m)| m.wire_len()).sum();
         self.deliver(outcome, ticket);
         if let Some(t) = ticket {
             self.unref(t);
         }
+        made
     }
 
     fn deliver(&mut self, outcome: Outcome, cause: Option<Ticket>) {

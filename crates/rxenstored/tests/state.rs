@@ -232,3 +232,41 @@ fn a_closed_socket_is_handed_back_to_the_loop() {
     assert_eq!(closed[0].fd(), Some(99));
     assert_eq!(s.store().connection_count(), 0);
 }
+
+/// A request that makes a lot of output (a write watched 100 times with
+/// 3 KB tokens: 300 KB of events) ends its connection's turn: the next of
+/// its requests waits for the next round.
+#[test]
+fn a_turn_ends_once_its_requests_made_enough_output() {
+    let t0 = Instant::now();
+    let mut s = state(StoreConfig::default(), t0);
+    let watcher = Mem::default();
+    let writer = Mem::default();
+    s.add_socket(Box::new(watcher.clone()));
+    let w = s.add_socket(Box::new(writer.clone()));
+    let token = "t".repeat(3000);
+    for i in 0..100 {
+        watcher.send(
+            MsgType::Watch,
+            i,
+            &[&b"/a\0"[..], format!("{i}{token}\0").as_bytes()].concat(),
+        );
+    }
+    for _ in 0..4 {
+        s.serve();
+    }
+    assert_eq!(
+        watcher.received().len(),
+        200,
+        "100 replies, 100 initial events"
+    );
+    for i in 0..10 {
+        writer.send(MsgType::Write, i, b"/a\0v");
+    }
+    s.schedule(w); // the loop's readiness
+    s.serve();
+    assert_eq!(writer.received().len(), 1, "one write per turn");
+    assert_eq!(watcher.received().len(), 100);
+    s.serve();
+    assert_eq!(writer.received().len(), 1);
+}
