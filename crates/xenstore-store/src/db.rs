@@ -16,6 +16,7 @@ use crate::node::Node;
 use crate::watch::Match;
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use xenstore_proto::{PermList, XsError, DOMID_ANY};
 
 /// The committed tree: nodes by canonical path, the generation counter,
@@ -24,13 +25,22 @@ use xenstore_proto::{PermList, XsError, DOMID_ANY};
 /// store: the nodes each domain owns, and the nodes whose ACL names it.
 #[derive(Debug, Default)]
 pub struct Db {
-    nodes: HashMap<String, Node>,
+    /// Paths are shared between the map and the indexes (one allocation
+    /// per node, whatever its length).
+    nodes: HashMap<Arc<str>, Node>,
     generation: u64,
-    by_owner: HashMap<u32, HashSet<String>>,
-    by_acl: HashMap<u32, HashSet<String>>,
+    by_owner: HashMap<u32, HashSet<Arc<str>>>,
+    by_acl: HashMap<u32, HashSet<Arc<str>>>,
     /// The generation at which each domain record was made (kept by the
     /// store), for the stale-domid check of [`Db::check_perms`].
     domain_gens: HashMap<u32, u64>,
+}
+
+/// What tracking one node costs a transaction: its path and the entry
+/// that records it (the entry's own size, as this overlay keeps it), so
+/// that the charge follows the memory really held.
+fn track_charge(path: &str) -> u64 {
+    (path.len() + std::mem::size_of::<Entry>() + std::mem::size_of::<String>()) as u64
 }
 
 fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
@@ -64,18 +74,18 @@ impl Db {
         self.generation
     }
 
-    fn index(&mut self, path: &str, n: &Node) {
+    fn index(&mut self, path: &Arc<str>, n: &Node) {
         self.by_owner
             .entry(n.perms.owner())
             .or_default()
-            .insert(path.to_owned());
+            .insert(path.clone());
         for d in acl_domids(n) {
-            self.by_acl.entry(d).or_default().insert(path.to_owned());
+            self.by_acl.entry(d).or_default().insert(path.clone());
         }
     }
 
     fn unindex(&mut self, path: &str, n: &Node) {
-        let drop_from = |map: &mut HashMap<u32, HashSet<String>>, d: u32| {
+        let drop_from = |map: &mut HashMap<u32, HashSet<Arc<str>>>, d: u32| {
             if let Some(set) = map.get_mut(&d) {
                 set.remove(path);
                 if set.is_empty() {
@@ -91,11 +101,15 @@ impl Db {
 
     /// Stores a node under `path`, keeping the indexes.
     fn put(&mut self, path: String, node: Node) {
-        if let Some(old) = self.nodes.remove(&path) {
-            self.unindex(&path, &old);
-        }
-        self.index(&path, &node);
-        self.nodes.insert(path, node);
+        let key = match self.nodes.remove_entry(path.as_str()) {
+            Some((key, old)) => {
+                self.unindex(&key, &old);
+                key
+            }
+            None => Arc::from(path),
+        };
+        self.index(&key, &node);
+        self.nodes.insert(key, node);
     }
 
     /// Removes the node at `path`, keeping the indexes.
@@ -107,8 +121,8 @@ impl Db {
 
     /// True if the reverse indexes match the nodes (tests and `check`).
     pub fn indexes_consistent(&self) -> bool {
-        let mut owner: HashMap<u32, HashSet<String>> = HashMap::new();
-        let mut acl: HashMap<u32, HashSet<String>> = HashMap::new();
+        let mut owner: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
+        let mut acl: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
         for (p, n) in &self.nodes {
             owner.entry(n.perms.owner()).or_default().insert(p.clone());
             for d in acl_domids(n) {
@@ -119,13 +133,17 @@ impl Db {
     }
 
     /// Paths of the nodes `domid` owns.
-    pub fn owned_by(&self, domid: u32) -> impl Iterator<Item = &String> {
-        self.by_owner.get(&domid).into_iter().flatten()
+    pub fn owned_by(&self, domid: u32) -> impl Iterator<Item = &str> {
+        self.by_owner
+            .get(&domid)
+            .into_iter()
+            .flatten()
+            .map(|p| &**p)
     }
 
     /// Paths of the nodes whose ACL (entries after the owner) names `domid`.
-    pub fn named_by_acl(&self, domid: u32) -> impl Iterator<Item = &String> {
-        self.by_acl.get(&domid).into_iter().flatten()
+    pub fn named_by_acl(&self, domid: u32) -> impl Iterator<Item = &str> {
+        self.by_acl.get(&domid).into_iter().flatten().map(|p| &**p)
     }
 
     /// True if some node is owned by `domid` or names it in its ACL.
@@ -218,8 +236,8 @@ impl Db {
     }
 
     /// All nodes (reports, consistency checks).
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(p, n)| (&**p, n))
     }
 }
 
@@ -352,7 +370,7 @@ impl Overlay {
                 match self.entries.get(p) {
                     Some(e) if e.dirty => new - staged_charge(p, &e.node) as i64,
                     Some(_) => new,
-                    None => new + p.len() as i64,
+                    None => new + track_charge(p) as i64,
                 }
             })
             .sum()
@@ -381,7 +399,7 @@ impl Overlay {
         }
         // Tracking an access holds its path. Refusing it changes nothing
         // staged, so the transaction stays usable.
-        let cost = path.len() as u64;
+        let cost = track_charge(path);
         if self.over_budget(cost as i64) {
             return Err(XsError::Eio);
         }
@@ -549,28 +567,33 @@ mod tests {
     #[test]
     fn held_bytes_and_budget() {
         let db = db_with(&["/", "/a"]);
+        let t = |p: &str| track_charge(p);
         let mut ov = Overlay::new(None);
         ov.get(&db, "/a").unwrap();
-        // A tracked read holds its path.
-        assert_eq!(ov.held(), 2);
+        // A tracked read holds its path and its entry.
+        assert_eq!(ov.held(), t("/a"));
+        assert!(t("/a") > 2 + std::mem::size_of::<Entry>() as u64);
         let n = Node::new(PermList::owned_by(5, Access::None));
         ov.set(&db, "/a", Some(n.clone())).unwrap();
         // A staged record holds its charge (record and path) too.
-        assert_eq!(ov.held(), 2 + 24 + 2);
+        assert_eq!(ov.held(), t("/a") + 24 + 2);
         ov.set(&db, "/a", None).unwrap();
-        assert_eq!(ov.held(), 2);
-        ov.budget = Some(10);
+        assert_eq!(ov.held(), t("/a"));
+        ov.budget = Some(t("/a") + 10);
         assert_eq!(ov.set(&db, "/a", Some(n.clone())), Err(XsError::Eio));
         assert!(ov.failed);
         let mut ov = Overlay::new(None);
-        ov.budget = Some(3);
+        ov.budget = Some(t("/a") + 3);
         ov.get(&db, "/a").unwrap();
         // Refusing a read stages nothing: the overlay stays usable.
         assert_eq!(ov.get(&db, "/bb"), Err(XsError::Eio));
         assert!(!ov.failed && !ov.has_touched("/bb"));
-        assert_eq!(ov.held(), 2);
+        assert_eq!(ov.held(), t("/a"));
         assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), 26);
-        assert_eq!(ov.growth_if_staged([("/b", &n)].into_iter()), 28);
+        assert_eq!(
+            ov.growth_if_staged([("/b", &n)].into_iter()),
+            26 + t("/b") as i64
+        );
     }
 
     #[test]

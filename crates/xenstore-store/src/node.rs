@@ -1,9 +1,10 @@
 //! A node record: value, permissions, child list, generation.
 //!
-//! The child list keeps names in creation order (DIRECTORY lists them so)
-//! in persistent maps: adding or removing a child costs O(log n) whatever
-//! the number of siblings (`/local/domain` may have 32751), and copying a
-//! node into a transaction costs a few reference increments. The wire form
+//! The child list keeps names in creation order (DIRECTORY lists them so):
+//! up to 8 in a small vector, beyond that in persistent maps, so adding or
+//! removing a child costs O(log n) whatever the number of siblings
+//! (`/local/domain` may have 32751), and copying a node into a transaction
+//! costs a few reference increments. The wire form
 //! (each name NUL-terminated) is made only for DIRECTORY and
 //! DIRECTORY_PART, whose replies are that size anyway; its length is kept,
 //! for the node-size quota and E2BIG.
@@ -18,24 +19,57 @@ pub const NODE_HEADER_SIZE: usize = 16;
 /// Size of one permission entry in a C node record.
 pub const PERM_ENTRY_SIZE: usize = 8;
 
+/// Up to this many children are kept in a plain vector (searched
+/// linearly); beyond, in persistent maps. Most nodes have none or a few,
+/// and a persistent map costs kilobytes even for one entry.
+const SMALL_CHILDREN: usize = 8;
+
 /// Child names in creation order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Children {
-    by_seq: imbl::OrdMap<u64, Arc<str>>,
-    seq_of: imbl::HashMap<Arc<str>, u64>,
-    next: u64,
+    list: ChildList,
     wire_len: usize,
 }
+
+#[derive(Debug, Clone)]
+enum ChildList {
+    /// Few children, in creation order.
+    Small(Vec<Arc<str>>),
+    /// Many: by sequence number (creation order) and by name.
+    Large {
+        by_seq: imbl::OrdMap<u64, Arc<str>>,
+        seq_of: imbl::HashMap<Arc<str>, u64>,
+        next: u64,
+    },
+}
+
+impl Default for ChildList {
+    fn default() -> ChildList {
+        ChildList::Small(Vec::new())
+    }
+}
+
+/// Equal when the same names are listed in the same order, however kept.
+impl PartialEq for Children {
+    fn eq(&self, other: &Children) -> bool {
+        self.wire_len == other.wire_len && self.names().eq(other.names())
+    }
+}
+
+impl Eq for Children {}
 
 impl Children {
     /// Number of children.
     pub fn len(&self) -> usize {
-        self.by_seq.len()
+        match &self.list {
+            ChildList::Small(v) => v.len(),
+            ChildList::Large { by_seq, .. } => by_seq.len(),
+        }
     }
 
     /// True without children.
     pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
+        self.len() == 0
     }
 
     /// Bytes of the wire form (names plus a NUL each).
@@ -44,13 +78,19 @@ impl Children {
     }
 
     /// The names, in creation order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_seq.values().map(|s| &**s)
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.list {
+            ChildList::Small(v) => Box::new(v.iter().map(|s| &**s)),
+            ChildList::Large { by_seq, .. } => Box::new(by_seq.values().map(|s| &**s)),
+        }
     }
 
     /// True if `name` is a child.
     pub fn contains(&self, name: &str) -> bool {
-        self.seq_of.contains_key(name)
+        match &self.list {
+            ChildList::Small(v) => v.iter().any(|c| &**c == name),
+            ChildList::Large { seq_of, .. } => seq_of.contains_key(name),
+        }
     }
 
     /// Appends `name` (nothing if already there).
@@ -59,22 +99,57 @@ impl Children {
             return;
         }
         let n: Arc<str> = Arc::from(name);
-        self.by_seq.insert(self.next, n.clone());
-        self.seq_of.insert(n, self.next);
-        self.next += 1;
         self.wire_len += name.len() + 1;
+        match &mut self.list {
+            ChildList::Small(v) if v.len() < SMALL_CHILDREN => v.push(n),
+            ChildList::Small(v) => {
+                let mut by_seq = imbl::OrdMap::new();
+                let mut seq_of = imbl::HashMap::new();
+                for (i, c) in v.drain(..).chain(std::iter::once(n)).enumerate() {
+                    by_seq.insert(i as u64, c.clone());
+                    seq_of.insert(c, i as u64);
+                }
+                let next = by_seq.len() as u64;
+                self.list = ChildList::Large {
+                    by_seq,
+                    seq_of,
+                    next,
+                };
+            }
+            ChildList::Large {
+                by_seq,
+                seq_of,
+                next,
+            } => {
+                by_seq.insert(*next, n.clone());
+                seq_of.insert(n, *next);
+                *next += 1;
+            }
+        }
     }
 
     /// Removes `name`; false if it was not there.
     pub fn remove(&mut self, name: &str) -> bool {
-        match self.seq_of.remove(name) {
-            Some(seq) => {
-                self.by_seq.remove(&seq);
-                self.wire_len -= name.len() + 1;
-                true
-            }
-            None => false,
+        let removed = match &mut self.list {
+            ChildList::Small(v) => match v.iter().position(|c| &**c == name) {
+                Some(i) => {
+                    v.remove(i);
+                    true
+                }
+                None => false,
+            },
+            ChildList::Large { by_seq, seq_of, .. } => match seq_of.remove(name) {
+                Some(seq) => {
+                    by_seq.remove(&seq);
+                    true
+                }
+                None => false,
+            },
+        };
+        if removed {
+            self.wire_len -= name.len() + 1;
         }
+        removed
     }
 
     /// The wire form: every name followed by a NUL, in creation order.
@@ -177,6 +252,21 @@ mod tests {
         assert_eq!(n.child_count(), 3);
         assert_eq!(n.children.wire_len(), 6);
         assert_eq!(n.acc_size(), 16 + 8 + 6);
+        // Past eight children the list changes form, not order.
+        let mut big = Node::new(PermList::owned_by(0, Access::None));
+        for i in 0..20 {
+            big.add_child(&format!("c{i}"));
+        }
+        assert!(big.remove_child("c3"));
+        big.add_child("c3");
+        let want: Vec<String> = (0..20)
+            .filter(|&i| i != 3)
+            .map(|i| format!("c{i}"))
+            .chain(["c3".to_owned()])
+            .collect();
+        assert_eq!(big.child_names().collect::<Vec<_>>(), want);
+        assert_eq!(big.child_count(), 20);
+        assert!(big.has_child("c19") && !big.has_child("c20"));
         // A copy is independent.
         let mut m = n.clone();
         m.remove_child("b");

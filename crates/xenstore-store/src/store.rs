@@ -1028,7 +1028,7 @@ impl Store {
         for (p, n) in self.db.iter() {
             for c in n.child_names() {
                 if self.db.get(&path::child(p, c)).is_none() {
-                    fix_children.push((p.clone(), c.to_owned()));
+                    fix_children.push((p.to_owned(), c.to_owned()));
                 }
             }
         }
@@ -1040,13 +1040,13 @@ impl Store {
         let orphans: Vec<String> = self
             .db
             .iter()
-            .filter(|(p, _)| p.starts_with('/') && p.as_str() != "/")
+            .filter(|(p, _)| p.starts_with('/') && *p != "/")
             .filter(|(p, _)| {
                 path::parent(p)
                     .and_then(|pp| self.db.get(pp))
                     .is_none_or(|parent| !parent.has_child(path::basename(p)))
             })
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| p.to_owned())
             .collect();
         for p in orphans {
             problems.push(format!("{p}: not reachable"));
