@@ -36,11 +36,12 @@ pub struct Db {
     domain_gens: HashMap<u32, u64>,
 }
 
-/// What tracking one node costs a transaction: its path and the entry
-/// that records it (the entry's own size, as this overlay keeps it), so
-/// that the charge follows the memory really held.
+/// What tracking one node costs a transaction: its path and the slot that
+/// records it (entry, key and hash), counted twice because the map of
+/// slots grows by doubling: so the charge bounds the memory really held.
 fn track_charge(path: &str) -> u64 {
-    (path.len() + std::mem::size_of::<Entry>() + std::mem::size_of::<String>()) as u64
+    let slot = std::mem::size_of::<Entry>() + std::mem::size_of::<String>() + 8;
+    (path.len() + 2 * slot) as u64
 }
 
 fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
