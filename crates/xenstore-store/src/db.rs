@@ -36,12 +36,13 @@ pub struct Db {
     domain_gens: HashMap<u32, u64>,
 }
 
-/// What tracking one node costs a transaction: its path and the slot that
-/// records it (entry, key and hash), counted twice because the map of
-/// slots grows by doubling: so the charge bounds the memory really held.
+/// What tracking one node costs a transaction: its path (a heap block of
+/// its own) and the slot that records it (entry, key and hash), counted
+/// twice because the map of slots grows by doubling: so the charge bounds
+/// the memory really held.
 fn track_charge(path: &str) -> u64 {
     let slot = std::mem::size_of::<Entry>() + std::mem::size_of::<String>() + 8;
-    (path.len() + 2 * slot) as u64
+    (path.len() + BLOCK_OVERHEAD + 2 * slot) as u64
 }
 
 fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
@@ -304,9 +305,18 @@ pub struct Overlay {
     pub(crate) in_tx: bool,
 }
 
-/// Bytes held for a node staged at `path` (nothing for a deletion).
+/// What the allocator adds to each heap block (header and rounding, as
+/// glibc's malloc does): charged per block a transaction holds.
+const BLOCK_OVERHEAD: usize = 24;
+
+/// Bytes held for a node staged at `path` (nothing for a deletion): its
+/// record and path, and the blocks of its value and permission list.
 fn staged_charge(path: &str, n: &Option<Node>) -> u64 {
-    n.as_ref().map_or(0, |n| n.mem_charge(path) as u64)
+    n.as_ref().map_or(0, |n| staged_node_charge(path, n))
+}
+
+fn staged_node_charge(path: &str, n: &Node) -> u64 {
+    (n.mem_charge(path) + 2 * BLOCK_OVERHEAD) as u64
 }
 
 fn contribution(path: &str, n: &Option<Node>) -> Option<(u32, i64)> {
@@ -367,7 +377,7 @@ impl Overlay {
     pub fn growth_if_staged<'a>(&self, records: impl Iterator<Item = (&'a str, &'a Node)>) -> i64 {
         records
             .map(|(p, n)| {
-                let new = n.mem_charge(p) as i64;
+                let new = staged_node_charge(p, n) as i64;
                 match self.entries.get(p) {
                     Some(e) if e.dirty => new - staged_charge(p, &e.node) as i64,
                     Some(_) => new,
@@ -577,7 +587,8 @@ mod tests {
         let n = Node::new(PermList::owned_by(5, Access::None));
         ov.set(&db, "/a", Some(n.clone())).unwrap();
         // A staged record holds its charge (record and path) too.
-        assert_eq!(ov.held(), t("/a") + 24 + 2);
+        let staged = (24 + 2 + 2 * BLOCK_OVERHEAD) as u64;
+        assert_eq!(ov.held(), t("/a") + staged);
         ov.set(&db, "/a", None).unwrap();
         assert_eq!(ov.held(), t("/a"));
         ov.budget = Some(t("/a") + 10);
@@ -590,10 +601,11 @@ mod tests {
         assert_eq!(ov.get(&db, "/bb"), Err(XsError::Eio));
         assert!(!ov.failed && !ov.has_touched("/bb"));
         assert_eq!(ov.held(), t("/a"));
-        assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), 26);
+        let staged = (26 + 2 * BLOCK_OVERHEAD) as i64;
+        assert_eq!(ov.growth_if_staged([("/a", &n)].into_iter()), staged);
         assert_eq!(
             ov.growth_if_staged([("/b", &n)].into_iter()),
-            26 + t("/b") as i64
+            staged + t("/b") as i64
         );
     }
 
