@@ -6,63 +6,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rxenstored::conn::Stream;
+use rxenstored::conn::MemStream;
 use rxenstored::server::ServerConfig;
 use rxenstored::state::State;
 use rxenstored::trace::Trace;
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 use xenstore_proto::Decoder;
 use xenstore_store::StoreConfig;
-
-#[derive(Default)]
-struct Pipe {
-    to_daemon: VecDeque<u8>,
-    from_daemon: Vec<u8>,
-    room: usize,
-}
-
-#[derive(Clone, Default)]
-struct Mem(Rc<RefCell<Pipe>>);
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut p = self.0.borrow_mut();
-        if p.to_daemon.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(p.to_daemon.len());
-        for (b, v) in buf.iter_mut().zip(p.to_daemon.drain(..n)) {
-            *b = v;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut p = self.0.borrow_mut();
-        let n = p.room.min(buf.len());
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        p.room -= n;
-        p.from_daemon.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Stream for Mem {
-    fn fd(&self) -> Option<std::os::fd::RawFd> {
-        None
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
@@ -82,7 +32,13 @@ fuzz_target!(|data: &[u8]| {
     // The first byte picks whether sockets are privileged.
     let Some((&first, mut rest)) = data.split_first() else { return };
     let mut s = State::new(cfg(u32::from(first & 1) * 7), trace, None, t0);
-    let pipes: Vec<Mem> = (0..3).map(|_| Mem::default()).collect();
+    let pipes: Vec<MemStream> = (0..3)
+        .map(|_| {
+            let m = MemStream::default();
+            m.pipe().room = Some(0);
+            m
+        })
+        .collect();
     let ids: Vec<u64> = pipes.iter().map(|p| s.add_socket(Box::new(p.clone()))).collect();
     let mut now = t0;
     // Steps: [op, len, bytes...]
@@ -94,11 +50,11 @@ fuzz_target!(|data: &[u8]| {
         let k = usize::from(op % 3);
         match op / 3 % 4 {
             0 => {
-                pipes[k].0.borrow_mut().to_daemon.extend(chunk);
+                pipes[k].pipe().to_daemon.extend(chunk);
                 s.schedule(ids[k]);
             }
             1 => {
-                pipes[k].0.borrow_mut().room += len * 64;
+                *pipes[k].pipe().room.get_or_insert(0) += len * 64;
                 s.flush(ids[k]);
             }
             2 => {
@@ -113,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // Everything written is whole messages, in order.
     for p in &pipes {
-        let out = std::mem::take(&mut p.0.borrow_mut().from_daemon);
+        let out = std::mem::take(&mut p.pipe().from_daemon);
         let mut d = Decoder::new();
         d.feed(&out);
         loop {

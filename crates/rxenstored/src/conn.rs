@@ -183,6 +183,17 @@ pub struct RingLink {
 }
 
 impl RingLink {
+    /// A ring bound to local `port`, serving `domid` with `features`.
+    pub fn new(domid: u32, port: u32, page: MappedPage, features: u32) -> RingLink {
+        RingLink {
+            domid,
+            port: Some(port),
+            page,
+            features,
+            broken: false,
+        }
+    }
+
     /// Copies what fits of `iov`'s first slice into the response ring.
     fn write(&self, iov: &[IoSlice<'_>]) -> Result<usize, RingError> {
         match iov.first() {
@@ -229,6 +240,69 @@ impl Stream for mio::net::UnixStream {
     fn fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.as_raw_fd())
+    }
+}
+
+/// A socket in memory, for tests and fuzzing: clones share one pipe.
+#[derive(Clone, Default)]
+pub struct MemStream(std::rc::Rc<std::cell::RefCell<MemPipe>>);
+
+/// Both ends of a [`MemStream`].
+#[derive(Default)]
+pub struct MemPipe {
+    /// Sent by the client, not yet read by the daemon.
+    pub to_daemon: std::collections::VecDeque<u8>,
+    /// Written by the daemon.
+    pub from_daemon: Vec<u8>,
+    /// How many more bytes the daemon may write (`None`: no limit).
+    pub room: Option<usize>,
+    /// The descriptor reported to the loop.
+    pub fd: Option<std::os::fd::RawFd>,
+}
+
+impl MemStream {
+    /// The pipe, to fill, drain or limit.
+    pub fn pipe(&self) -> std::cell::RefMut<'_, MemPipe> {
+        self.0.borrow_mut()
+    }
+}
+
+impl std::io::Read for MemStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut p = self.0.borrow_mut();
+        if p.to_daemon.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(p.to_daemon.len());
+        for (b, v) in buf.iter_mut().zip(p.to_daemon.drain(..n)) {
+            *b = v;
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Write for MemStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut p = self.0.borrow_mut();
+        let n = p.room.map_or(buf.len(), |r| r.min(buf.len()));
+        if n == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(r) = &mut p.room {
+            *r -= n;
+        }
+        p.from_daemon
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for MemStream {
+    fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.0.borrow().fd
     }
 }
 

@@ -252,23 +252,32 @@ impl Xen {
             tracing::warn!("INTRODUCE {domid}: {e}");
             xs_error(&e)
         })?;
-        page.store_u32(ring::SERVER_FEATURES, features);
-        let kick = reset_page(&page);
+        let kick = self.serve_ring(domid, port, &page, features, conn);
         let identity = self.state.identity(domid);
         self.served.insert(domid, identity);
-        self.by_port.insert(port, conn);
-        self.by_domid.insert(domid, conn);
         if kick {
             self.notify(port);
         }
         self.state.track(&mut self.evtchn, domid);
-        Ok(RingLink {
-            domid,
-            port: Some(port),
-            page,
-            features,
-            broken: false,
-        })
+        Ok(RingLink::new(domid, port, page, features))
+    }
+
+    /// A ring page freshly bound to `port`: the features advertised, the
+    /// indices reset, the port and domain mapped to `conn`. Returns true
+    /// if the guest must be signalled (see [`reset_page`]).
+    fn serve_ring(
+        &mut self,
+        domid: u32,
+        port: u32,
+        page: &MappedPage,
+        features: u32,
+        conn: ConnId,
+    ) -> bool {
+        page.store_u32(ring::SERVER_FEATURES, features);
+        let kick = reset_page(page);
+        self.by_port.insert(port, conn);
+        self.by_domid.insert(domid, conn);
+        kick
     }
 
     /// Re-INTRODUCE of a domain that has a ring: only the event channel is
@@ -327,18 +336,9 @@ impl Xen {
             .evtchn
             .bind_interdomain(domid, remote)
             .map_err(|e| format!("binding the local ring's port {remote}: {e}"))?;
-        page.store_u32(ring::SERVER_FEATURES, features);
-        let _ = reset_page(&page);
-        self.by_port.insert(port, conn);
-        self.by_domid.insert(domid, conn);
+        let _ = self.serve_ring(domid, port, &page, features, conn);
         self.notify(port);
-        Ok(RingLink {
-            domid,
-            port: Some(port),
-            page,
-            features,
-            broken: false,
-        })
+        Ok(RingLink::new(domid, port, page, features))
     }
 
     /// Forgets a domain's ring: unbinds its port (the page is unmapped

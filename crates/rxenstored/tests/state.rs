@@ -3,79 +3,39 @@
 //! (turn budgets, poll interest, stale events) is checked exactly, with no
 //! waiting and no timing.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 use xenstore_proto::{Decoder, Message, MsgType};
 use xenstore_store::StoreConfig;
 
-use rxenstored::conn::Stream;
+use rxenstored::conn::{MemStream, Stream};
 use rxenstored::server::ServerConfig;
 use rxenstored::state::{Action, State, REQUESTS_PER_TURN};
 use rxenstored::trace::Trace;
 
-/// Both ends of an in-memory socket: what the client sent and the daemon
-/// has not read; what the daemon wrote; how much more the daemon may write
-/// (`None`: no limit).
-#[derive(Default)]
-struct Pipe {
-    to_daemon: VecDeque<u8>,
-    from_daemon: Vec<u8>,
-    room: Option<usize>,
-}
+/// A socket in memory that reports descriptor 99 to the loop.
+#[derive(Clone)]
+struct Mem(MemStream);
 
-#[derive(Clone, Default)]
-struct Mem(Rc<RefCell<Pipe>>);
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut p = self.0.borrow_mut();
-        if p.to_daemon.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(p.to_daemon.len());
-        for (b, v) in buf.iter_mut().zip(p.to_daemon.drain(..n)) {
-            *b = v;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut p = self.0.borrow_mut();
-        let n = p.room.map_or(buf.len(), |r| r.min(buf.len()));
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        if let Some(r) = &mut p.room {
-            *r -= n;
-        }
-        p.from_daemon.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Stream for Mem {
-    fn fd(&self) -> Option<std::os::fd::RawFd> {
-        Some(99)
+impl Default for Mem {
+    fn default() -> Mem {
+        let m = MemStream::default();
+        m.pipe().fd = Some(99);
+        Mem(m)
     }
 }
 
 impl Mem {
     fn send(&self, t: MsgType, id: u32, payload: &[u8]) {
         let m = Message::new(t as u32, id, 0, payload.to_vec());
-        self.0.borrow_mut().to_daemon.extend(m.encode());
+        self.0.pipe().to_daemon.extend(m.encode());
+    }
+    fn stream(&self) -> Box<dyn Stream> {
+        Box::new(self.0.clone())
     }
     fn received(&self) -> Vec<Message> {
         let mut d = Decoder::new();
-        d.feed(&std::mem::take(&mut self.0.borrow_mut().from_daemon));
+        d.feed(&std::mem::take(&mut self.0.pipe().from_daemon));
         let mut v = Vec::new();
         while let Ok(Some(m)) = d.next_message() {
             v.push(m);
@@ -83,7 +43,7 @@ impl Mem {
         v
     }
     fn set_room(&self, room: Option<usize>) {
-        self.0.borrow_mut().room = room;
+        self.0.pipe().room = room;
     }
 }
 
@@ -112,8 +72,8 @@ fn a_turn_handles_at_most_the_budget_and_others_go_between() {
     let mut s = state(StoreConfig::default(), t0);
     let flood = Mem::default();
     let other = Mem::default();
-    s.add_socket(Box::new(flood.clone()));
-    s.add_socket(Box::new(other.clone()));
+    s.add_socket(flood.stream());
+    s.add_socket(other.stream());
     for i in 0..100 {
         flood.send(MsgType::Read, i, &z("/local"));
     }
@@ -135,7 +95,7 @@ fn a_socket_without_room_is_polled_for_writability_until_drained() {
     let t0 = Instant::now();
     let mut s = state(StoreConfig::default(), t0);
     let c = Mem::default();
-    let id = s.add_socket(Box::new(c.clone()));
+    let id = s.add_socket(c.stream());
     c.set_room(Some(10));
     c.send(MsgType::Read, 1, &z("/tool"));
     s.serve();
@@ -175,7 +135,7 @@ fn stale_events_for_an_unprivileged_receiver_are_dropped() {
     };
     let mut s = state(cfg, t0);
     let c = Mem::default();
-    let id = s.add_socket(Box::new(c.clone()));
+    let id = s.add_socket(c.stream());
     c.set_room(Some(0));
     c.send(MsgType::Watch, 1, b"/x\0tok\0");
     s.serve();
@@ -206,7 +166,7 @@ fn a_privileged_receiver_keeps_old_events() {
     let t0 = Instant::now();
     let mut s = state(StoreConfig::default(), t0);
     let c = Mem::default();
-    let id = s.add_socket(Box::new(c.clone()));
+    let id = s.add_socket(c.stream());
     c.set_room(Some(0));
     c.send(MsgType::Watch, 1, b"/x\0tok\0");
     s.serve();
@@ -224,8 +184,8 @@ fn a_closed_socket_is_handed_back_to_the_loop() {
     // A header announcing more than 4096 bytes closes the socket.
     let mut h = Message::new(MsgType::Read as u32, 1, 0, Vec::new()).encode();
     h[12..16].copy_from_slice(&5000u32.to_le_bytes());
-    c.0.borrow_mut().to_daemon.extend(h);
-    s.add_socket(Box::new(c.clone()));
+    c.0.pipe().to_daemon.extend(h);
+    s.add_socket(c.stream());
     s.serve();
     let closed = s.take_closed();
     assert_eq!(closed.len(), 1);
@@ -242,8 +202,8 @@ fn a_turn_ends_once_its_requests_made_enough_output() {
     let mut s = state(StoreConfig::default(), t0);
     let watcher = Mem::default();
     let writer = Mem::default();
-    s.add_socket(Box::new(watcher.clone()));
-    let w = s.add_socket(Box::new(writer.clone()));
+    s.add_socket(watcher.stream());
+    let w = s.add_socket(writer.stream());
     let token = "t".repeat(3000);
     for i in 0..100 {
         watcher.send(
