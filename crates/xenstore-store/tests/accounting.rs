@@ -2,23 +2,11 @@
 //! guest makes the store hold must be charged to its memory quota, and
 //! refused once the quota is reached.
 
-use xenstore_proto::{Message, MsgType};
+mod common;
+use common::{z, DOM0, T};
+use xenstore_proto::MsgType;
 use xenstore_store::quota::Quota;
-use xenstore_store::{ConnId, ConnKind, DomainOracle, Store, StoreConfig};
-
-/// Domains 1..=100 exist in the pretend hypervisor.
-struct Hyp;
-impl DomainOracle for Hyp {
-    fn exists(&self, domid: u32) -> bool {
-        (1..=100).contains(&domid)
-    }
-}
-
-const DOM0: ConnId = ConnId(1);
-
-fn z(parts: &[&str]) -> Vec<u8> {
-    parts.iter().flat_map(|p| p.bytes().chain([0])).collect()
-}
+use xenstore_store::ConnId;
 
 fn w(path: &str, value: &[u8]) -> Vec<u8> {
     let mut p = z(&[path]);
@@ -26,55 +14,7 @@ fn w(path: &str, value: &[u8]) -> Vec<u8> {
     p
 }
 
-struct T {
-    s: Store,
-    next: u64,
-}
-
 impl T {
-    fn new() -> T {
-        let mut s = Store::new(StoreConfig::default());
-        s.connect(DOM0, ConnKind::Socket);
-        T { s, next: 100 }
-    }
-
-    /// Introduces a guest and gives it a home it owns, as libxl does.
-    fn guest(&mut self, domid: u32) -> ConnId {
-        let c = ConnId(self.next);
-        self.next += 1;
-        self.s.connect(c, ConnKind::Domain(domid));
-        self.s.introduce_domain(domid, c);
-        let home = format!("/local/domain/{domid}");
-        self.ok(DOM0, MsgType::Mkdir, &z(&[&home]));
-        self.ok(DOM0, MsgType::SetPerms, &z(&[&home, &format!("n{domid}")]));
-        c
-    }
-
-    fn req_tx(&mut self, c: ConnId, t: MsgType, tx: u32, p: &[u8]) -> Result<Vec<u8>, String> {
-        let out = self
-            .s
-            .handle(c, &Message::new(t as u32, 7, tx, p.to_vec()), &Hyp)
-            .out;
-        let (_, m) = out
-            .into_iter()
-            .find(|(to, m)| *to == c && m.kind() != Some(MsgType::WatchEvent))
-            .expect("a reply");
-        if m.kind() == Some(MsgType::Error) {
-            Err(String::from_utf8_lossy(&m.payload[..m.payload.len() - 1]).into_owned())
-        } else {
-            Ok(m.payload)
-        }
-    }
-
-    fn req(&mut self, c: ConnId, t: MsgType, p: &[u8]) -> Result<Vec<u8>, String> {
-        self.req_tx(c, t, 0, p)
-    }
-
-    fn ok(&mut self, c: ConnId, t: MsgType, p: &[u8]) -> Vec<u8> {
-        self.req(c, t, p)
-            .unwrap_or_else(|e| panic!("{t:?} {:?}: {e}", String::from_utf8_lossy(p)))
-    }
-
     fn start(&mut self, c: ConnId) -> u32 {
         String::from_utf8(self.ok(c, MsgType::TransactionStart, &z(&[""])))
             .expect("utf8")

@@ -5,71 +5,12 @@
 //! purpose, by a transaction that stages the entry before the domain dies
 //! and commits after.
 
-use xenstore_proto::{Message, MsgType};
-use xenstore_store::{ConnId, ConnKind, DomainOracle, Store, StoreConfig};
-
-/// Domains 1..=100 exist in the pretend hypervisor.
-struct Hyp;
-impl DomainOracle for Hyp {
-    fn exists(&self, domid: u32) -> bool {
-        (1..=100).contains(&domid)
-    }
-}
-
-const DOM0: ConnId = ConnId(1);
-
-fn z(parts: &[&str]) -> Vec<u8> {
-    parts.iter().flat_map(|p| p.bytes().chain([0])).collect()
-}
-
-struct T {
-    s: Store,
-    next: u64,
-}
+mod common;
+use common::{z, DOM0, T};
+use xenstore_proto::MsgType;
+use xenstore_store::{ConnId, ConnKind};
 
 impl T {
-    fn new() -> T {
-        let mut s = Store::new(StoreConfig::default());
-        s.connect(DOM0, ConnKind::Socket);
-        T { s, next: 100 }
-    }
-
-    fn guest(&mut self, domid: u32) -> ConnId {
-        let c = ConnId(self.next);
-        self.next += 1;
-        self.s.connect(c, ConnKind::Domain(domid));
-        self.s.introduce_domain(domid, c);
-        c
-    }
-
-    fn send(&mut self, c: ConnId, t: MsgType, tx: u32, p: &[u8]) -> Vec<(ConnId, Message)> {
-        self.s
-            .handle(c, &Message::new(t as u32, 7, tx, p.to_vec()), &Hyp)
-            .out
-    }
-
-    fn req_tx(&mut self, c: ConnId, t: MsgType, tx: u32, p: &[u8]) -> Result<Vec<u8>, String> {
-        let (_, m) = self
-            .send(c, t, tx, p)
-            .into_iter()
-            .find(|(to, m)| *to == c && m.kind() != Some(MsgType::WatchEvent))
-            .expect("a reply");
-        if m.kind() == Some(MsgType::Error) {
-            Err(String::from_utf8_lossy(&m.payload[..m.payload.len() - 1]).into_owned())
-        } else {
-            Ok(m.payload)
-        }
-    }
-
-    fn req(&mut self, c: ConnId, t: MsgType, p: &[u8]) -> Result<Vec<u8>, String> {
-        self.req_tx(c, t, 0, p)
-    }
-
-    fn ok(&mut self, c: ConnId, t: MsgType, p: &[u8]) -> Vec<u8> {
-        self.req(c, t, p)
-            .unwrap_or_else(|e| panic!("{t:?} {:?}: {e}", String::from_utf8_lossy(p)))
-    }
-
     fn read(&mut self, c: ConnId, path: &str) -> Result<Vec<u8>, String> {
         self.req(c, MsgType::Read, &z(&[path]))
     }
@@ -86,7 +27,7 @@ impl T {
             .parse()
             .expect("txid");
         // Domain 7 exists now: the entry is live when staged.
-        let old7 = self.guest(7);
+        let old7 = self.introduce(7);
         self.req_tx(DOM0, MsgType::SetPerms, tx, &z(&["/secret", "n0", "r7"]))
             .expect("set_perms");
         assert_eq!(self.read(old7, "/secret"), Err("EACCES".into()));
@@ -106,7 +47,7 @@ impl T {
 fn recycled_domid_does_not_inherit_a_stale_grant() {
     let mut t = T::new();
     t.stale_grant();
-    let new7 = t.guest(7);
+    let new7 = t.introduce(7);
     assert_eq!(t.read(new7, "/secret"), Err("EACCES".into()));
     // Nor after the node is rewritten (the mark sticks, as in C: the
     // rewritten node is newer than the new domain's record).
@@ -139,7 +80,7 @@ fn entry_naming_a_domain_without_record_is_ignored() {
     let mut p = z(&["/secret"]);
     p.extend_from_slice(b"v3");
     let events: Vec<_> = t
-        .send(DOM0, MsgType::Write, 0, &p)
+        .send_all(DOM0, MsgType::Write, 0, &p)
         .into_iter()
         .filter(|(to, m)| *to == c && m.kind() == Some(MsgType::WatchEvent))
         .collect();
@@ -163,11 +104,11 @@ fn grants_made_before_introduction_still_work() {
     let mut p = z(&[&child]);
     p.extend_from_slice(b"x");
     t.ok(DOM0, MsgType::Write, &p);
-    let g = t.guest(9);
+    let g = t.introduce(9);
     assert_eq!(t.read(g, be), Ok(b"state".to_vec()));
     assert_eq!(t.read(g, &child), Ok(b"x".to_vec()));
     // @releaseDomain grants DOMID_ANY read: any new domain may watch it.
-    let g2 = t.guest(10);
+    let g2 = t.introduce(10);
     t.ok(g2, MsgType::Watch, &z(&["@releaseDomain", "r"]));
     let out = t.s.remove_domain(9);
     assert!(out.out.iter().any(|(to, m)| *to == g2
