@@ -13,48 +13,33 @@ use crate::guest::Guest;
 use crate::hypervisor::ShutdownReason;
 use crate::protocol::Op;
 use crate::Client;
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+use xenstore_proto::MsgType;
 
-/// A Xenstore client on the daemon's Unix socket (the toolstack's view).
+/// A Xenstore client on the daemon's Unix socket (the toolstack's view),
+/// through `xenstore-client`.
 pub struct XsSocket {
-    s: UnixStream,
-    req: u32,
+    c: xenstore_client::Client<xenstore_client::Conn>,
 }
 
 impl XsSocket {
     /// Connects to xenstored's socket.
     pub fn connect(path: &Path) -> io::Result<XsSocket> {
-        Ok(XsSocket {
-            s: UnixStream::connect(path)?,
-            req: 0,
-        })
+        let c = xenstore_client::Client::connect(path).map_err(io::Error::other)?;
+        Ok(XsSocket { c })
     }
 
     /// One request; its reply payload, or the error name as an error.
     pub fn call(&mut self, t: MsgType, payload: &[u8]) -> io::Result<Vec<u8>> {
-        self.req = self.req.wrapping_add(1);
-        self.s
-            .write_all(&Message::new(t as u32, self.req, 0, payload.to_vec()).encode())?;
-        loop {
-            let mut h = [0u8; HEADER_SIZE];
-            self.s.read_exact(&mut h)?;
-            let h = Header::from_bytes(&h);
-            let mut p = vec![0u8; h.len as usize];
-            self.s.read_exact(&mut p)?;
-            match h.kind() {
-                Some(MsgType::WatchEvent) => continue,
-                Some(MsgType::Error) => {
-                    let name =
-                        String::from_utf8_lossy(p.strip_suffix(b"\0").unwrap_or(&p)).into_owned();
-                    return Err(io::Error::other(format!("{t}: {name}")));
-                }
-                _ => return Ok(p),
-            }
-        }
+        self.c
+            .call(t, xenstore_client::Tx::NONE, payload)
+            .map_err(|e| match e {
+                xenstore_client::Error::Xenstore(x) => io::Error::other(format!("{t}: {x}")),
+                xenstore_client::Error::Io(e) => e,
+                other => io::Error::other(other),
+            })
     }
 
     fn write(&mut self, path: &str, value: &str) -> io::Result<()> {

@@ -1,0 +1,418 @@
+//! A Xenstore client in pure Rust.
+//!
+//! [`Client`] speaks the Xenstore wire protocol (`xenstore-proto`) over any
+//! blocking byte stream: the daemon's Unix socket or the kernel's
+//! `/dev/xen/xenbus` ([`Client::open`] picks the one libxenstore would).
+//!
+//! * Every request gets its own request id. Replies are matched by id, so
+//!   many requests may be in flight ([`Client::send`], then
+//!   [`Client::wait`] in any order).
+//! * Watch events that arrive while a reply is awaited are kept, in
+//!   arrival order, until [`Client::next_event`] asks for them: none is
+//!   dropped.
+//! * Errors are [`Error::Xenstore`] with the protocol's errno, or I/O and
+//!   protocol failures.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use xenstore_proto::{Decoder, Message, MsgType, PermList, XsError};
+
+/// Where libxenstore looks for the daemon's socket when nothing says
+/// otherwise.
+pub const DEFAULT_RUNDIR: &str = "/var/run/xenstored";
+/// The kernel's Xenstore device (dom0 and guests).
+pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon answered with an error.
+    #[error("xenstore: {0}")]
+    Xenstore(XsError),
+    /// The stream failed.
+    #[error("xenstore connection: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon closed the connection.
+    #[error("xenstore connection closed")]
+    Closed,
+    /// The daemon sent something this client cannot read.
+    #[error("xenstore protocol: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The protocol error, if the daemon answered with one.
+    pub fn xs(&self) -> Option<XsError> {
+        match self {
+            Error::Xenstore(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+/// A result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A transaction, or none ([`Tx::NONE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tx(pub u32);
+
+impl Tx {
+    /// Outside any transaction.
+    pub const NONE: Tx = Tx(0);
+}
+
+/// A request in flight (see [`Client::send`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReqId(pub u32);
+
+/// A watch event: the path that changed and the watch's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The path (relative to the domain's home if the watch was).
+    pub path: String,
+    /// The token given to [`Client::watch`].
+    pub token: String,
+}
+
+/// A connection to Xenstore over a blocking byte stream.
+pub struct Client<S> {
+    stream: S,
+    decoder: Decoder,
+    next_id: u32,
+    replies: HashMap<u32, Message>,
+    events: VecDeque<WatchEvent>,
+}
+
+/// The daemon's socket or the kernel's device.
+pub enum Conn {
+    /// `xenstored`'s Unix socket.
+    Socket(std::os::unix::net::UnixStream),
+    /// `/dev/xen/xenbus`.
+    Xenbus(std::fs::File),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Socket(s) => s.read(buf),
+            Conn::Xenbus(f) => f.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Socket(s) => s.write(buf),
+            Conn::Xenbus(f) => f.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket libxenstore would use: `XENSTORED_PATH`, else
+/// `$XENSTORED_RUNDIR/socket`, else `/var/run/xenstored/socket`.
+pub fn socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("XENSTORED_PATH") {
+        return PathBuf::from(p);
+    }
+    let dir = std::env::var_os("XENSTORED_RUNDIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_RUNDIR), PathBuf::from);
+    dir.join("socket")
+}
+
+impl Client<Conn> {
+    /// Connects as libxenstore does: the daemon's socket
+    /// ([`socket_path`]); if that cannot be reached, the kernel's device.
+    /// A `XENSTORED_PATH` naming the device opens the device.
+    pub fn open() -> Result<Client<Conn>> {
+        let path = socket_path();
+        if path.as_os_str() == XENBUS_DEVICE {
+            return Client::xenbus(&path);
+        }
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => Ok(Client::new(Conn::Socket(s))),
+            Err(e) => Client::xenbus(Path::new(XENBUS_DEVICE)).map_err(|_| Error::Io(e)),
+        }
+    }
+
+    /// Connects to the daemon's socket at `path`.
+    pub fn connect(path: &Path) -> Result<Client<Conn>> {
+        Ok(Client::new(Conn::Socket(
+            std::os::unix::net::UnixStream::connect(path)?,
+        )))
+    }
+
+    /// Opens the kernel's Xenstore device at `path`.
+    pub fn xenbus(path: &Path) -> Result<Client<Conn>> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(Client::new(Conn::Xenbus(f)))
+    }
+}
+
+fn nul_terminated(parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for p in parts {
+        v.extend_from_slice(p);
+        v.push(0);
+    }
+    v
+}
+
+/// The strings of a reply (NUL-separated, the last one possibly without
+/// its NUL).
+fn strings(payload: &[u8]) -> Vec<String> {
+    let body = payload.strip_suffix(&[0]).unwrap_or(payload);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over `stream` (blocking).
+    pub fn new(stream: S) -> Client<S> {
+        Client {
+            stream,
+            decoder: Decoder::new(),
+            next_id: 1,
+            replies: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Sends a request without waiting for its reply.
+    pub fn send(&mut self, t: MsgType, tx: Tx, payload: &[u8]) -> Result<ReqId> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let m = Message::new(t as u32, id, tx.0, payload.to_vec());
+        // One write per message: the kernel's device takes whole messages.
+        self.stream.write_all(&m.encode())?;
+        Ok(ReqId(id))
+    }
+
+    /// Reads one message from the stream and files it: a watch event in
+    /// the event queue, a reply under its request id.
+    fn receive(&mut self) -> Result<()> {
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(m)) => {
+                    if m.kind() == Some(MsgType::WatchEvent) {
+                        let s = strings(&m.payload);
+                        let (Some(path), Some(token)) = (s.first(), s.get(1)) else {
+                            return Err(Error::Protocol("a watch event without a token".into()));
+                        };
+                        self.events.push_back(WatchEvent {
+                            path: path.clone(),
+                            token: token.clone(),
+                        });
+                    } else {
+                        self.replies.insert(m.header.req_id, m);
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::Protocol(e.to_string())),
+            }
+            let mut buf = [0u8; 4096];
+            let n = loop {
+                match self.stream.read(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            self.decoder.feed(buf.get(..n).unwrap_or_default());
+        }
+    }
+
+    /// Waits for the reply to `id`: its payload, or the daemon's error.
+    /// Replies to other requests and watch events read meanwhile are kept.
+    pub fn wait(&mut self, id: ReqId) -> Result<Vec<u8>> {
+        loop {
+            if let Some(m) = self.replies.remove(&id.0) {
+                if m.kind() == Some(MsgType::Error) {
+                    let name = m.payload.strip_suffix(&[0]).unwrap_or(&m.payload);
+                    return Err(Error::Xenstore(
+                        XsError::from_name(name).unwrap_or(XsError::Einval),
+                    ));
+                }
+                return Ok(m.payload);
+            }
+            self.receive()?;
+        }
+    }
+
+    /// One request and its reply.
+    pub fn call(&mut self, t: MsgType, tx: Tx, payload: &[u8]) -> Result<Vec<u8>> {
+        let id = self.send(t, tx, payload)?;
+        self.wait(id)
+    }
+
+    /// The value of `path`.
+    pub fn read(&mut self, tx: Tx, path: &str) -> Result<Vec<u8>> {
+        self.call(MsgType::Read, tx, &nul_terminated(&[path.as_bytes()]))
+    }
+
+    /// Writes `value` at `path` (creating missing parents).
+    pub fn write(&mut self, tx: Tx, path: &str, value: &[u8]) -> Result<()> {
+        let mut p = nul_terminated(&[path.as_bytes()]);
+        p.extend_from_slice(value);
+        self.call(MsgType::Write, tx, &p).map(drop)
+    }
+
+    /// Creates `path` (empty) if missing.
+    pub fn mkdir(&mut self, tx: Tx, path: &str) -> Result<()> {
+        self.call(MsgType::Mkdir, tx, &nul_terminated(&[path.as_bytes()]))
+            .map(drop)
+    }
+
+    /// Removes `path` and everything below it.
+    pub fn rm(&mut self, tx: Tx, path: &str) -> Result<()> {
+        self.call(MsgType::Rm, tx, &nul_terminated(&[path.as_bytes()]))
+            .map(drop)
+    }
+
+    /// The children of `path`, in creation order.
+    pub fn directory(&mut self, tx: Tx, path: &str) -> Result<Vec<String>> {
+        let p = self.call(MsgType::Directory, tx, &nul_terminated(&[path.as_bytes()]))?;
+        Ok(strings(&p))
+    }
+
+    /// The permissions of `path`.
+    pub fn get_perms(&mut self, tx: Tx, path: &str) -> Result<PermList> {
+        let p = self.call(MsgType::GetPerms, tx, &nul_terminated(&[path.as_bytes()]))?;
+        let body = p.strip_suffix(&[0]).unwrap_or(&p);
+        PermList::parse(body.split(|&b| b == 0)).map_err(Error::Xenstore)
+    }
+
+    /// Sets the permissions of `path`.
+    pub fn set_perms(&mut self, tx: Tx, path: &str, perms: &PermList) -> Result<()> {
+        let mut p = nul_terminated(&[path.as_bytes()]);
+        p.extend_from_slice(&perms.to_wire());
+        self.call(MsgType::SetPerms, tx, &p).map(drop)
+    }
+
+    /// The home path of domain `domid`.
+    pub fn get_domain_path(&mut self, domid: u32) -> Result<String> {
+        let p = self.call(
+            MsgType::GetDomainPath,
+            Tx::NONE,
+            &nul_terminated(&[domid.to_string().as_bytes()]),
+        )?;
+        Ok(strings(&p).into_iter().next().unwrap_or_default())
+    }
+
+    /// Watches `path` (and everything below it) with `token`. Every new
+    /// watch fires once at once.
+    pub fn watch(&mut self, path: &str, token: &str) -> Result<()> {
+        self.call(
+            MsgType::Watch,
+            Tx::NONE,
+            &nul_terminated(&[path.as_bytes(), token.as_bytes()]),
+        )
+        .map(drop)
+    }
+
+    /// Removes the watch on `path` with `token`. Events already sent may
+    /// still arrive.
+    pub fn unwatch(&mut self, path: &str, token: &str) -> Result<()> {
+        self.call(
+            MsgType::Unwatch,
+            Tx::NONE,
+            &nul_terminated(&[path.as_bytes(), token.as_bytes()]),
+        )
+        .map(drop)
+    }
+
+    /// The next watch event, waiting for one if none is kept.
+    pub fn next_event(&mut self) -> Result<WatchEvent> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            self.receive()?;
+        }
+    }
+
+    /// Watch events as a blocking iterator (ends at the first error).
+    pub fn events(&mut self) -> impl Iterator<Item = Result<WatchEvent>> + '_ {
+        std::iter::from_fn(move || Some(self.next_event()))
+    }
+
+    /// Starts a transaction.
+    pub fn transaction_start(&mut self) -> Result<Tx> {
+        let p = self.call(MsgType::TransactionStart, Tx::NONE, b"\0")?;
+        strings(&p)
+            .first()
+            .and_then(|s| s.parse().ok())
+            .map(Tx)
+            .ok_or_else(|| Error::Protocol("a transaction id that is not a number".into()))
+    }
+
+    /// Ends a transaction: commits it (`EAGAIN` if something it read
+    /// changed meanwhile) or aborts it.
+    pub fn transaction_end(&mut self, tx: Tx, commit: bool) -> Result<()> {
+        let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        self.call(MsgType::TransactionEnd, tx, arg).map(drop)
+    }
+
+    /// Runs `f` in a transaction and commits it, running it again in a new
+    /// transaction while the commit answers `EAGAIN`. An error from `f`
+    /// aborts the transaction and is returned.
+    pub fn transaction<R>(&mut self, mut f: impl FnMut(&mut Self, Tx) -> Result<R>) -> Result<R> {
+        loop {
+            let tx = self.transaction_start()?;
+            let r = match f(self, tx) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The transaction may be gone already; the first
+                    // error is what counts.
+                    let _ = self.transaction_end(tx, false);
+                    return Err(e);
+                }
+            };
+            match self.transaction_end(tx, true) {
+                Ok(()) => return Ok(r),
+                Err(Error::Xenstore(XsError::Eagain)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_strings() {
+        assert_eq!(strings(b"a\0b\0"), ["a", "b"]);
+        assert_eq!(strings(b"a\0b"), ["a", "b"]);
+        assert!(strings(b"").is_empty());
+        assert!(strings(b"\0").is_empty());
+    }
+
+    #[test]
+    fn socket_path_follows_the_environment_names() {
+        // Only the default is checked here: the environment is shared by
+        // the tests of this process.
+        if std::env::var_os("XENSTORED_PATH").is_none()
+            && std::env::var_os("XENSTORED_RUNDIR").is_none()
+        {
+            assert_eq!(socket_path(), Path::new("/var/run/xenstored/socket"));
+        }
+    }
+}
