@@ -110,6 +110,8 @@ pub struct State {
     now: Instant,
     actions: Vec<Action>,
     closed: Vec<Box<dyn Stream>>,
+    /// One buffer for every socket read (not one allocation per read).
+    read_buf: Vec<u8>,
 }
 
 impl State {
@@ -136,6 +138,7 @@ impl State {
             now,
             actions: Vec::new(),
             closed: Vec::new(),
+            read_buf: vec![0u8; READ_CHUNK],
         };
         s.attach_local_ring();
         s.adopt_existing_domains();
@@ -432,9 +435,9 @@ impl State {
         let c = self.conns.get_mut(&id)?;
         let result = match &mut c.transport {
             Transport::Socket { stream, .. } => {
-                let mut buf = vec![0u8; READ_CHUNK];
+                let buf = &mut self.read_buf;
                 loop {
-                    match stream.read(&mut buf) {
+                    match stream.read(buf) {
                         Ok(0) => break Err("end of file".to_owned()),
                         Ok(n) => {
                             c.decoder.feed(buf.get(..n).unwrap_or_default());
