@@ -12,11 +12,21 @@
 //!   dropped.
 //! * Errors are [`Error::Xenstore`] with the protocol's errno, or I/O and
 //!   protocol failures.
+//! * Below the typed operations, [`Client::send_message`],
+//!   [`Client::wait_message`], [`Client::next_reply`] and
+//!   [`Client::next_message`] give the messages themselves, for tools and
+//!   tests that speak the protocol raw (any type number, error replies as
+//!   they came, arrival order).
+//! * With the feature `ring`, [`ring::RingStream`] is the guest's side of
+//!   a raw ring page and event channel, as a stream this client runs over.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use xenstore_proto::{Decoder, Message, MsgType, PermList, XsError};
+
+#[cfg(feature = "ring")]
+pub mod ring;
 
 /// Where libxenstore looks for the daemon's socket when nothing says
 /// otherwise.
@@ -49,6 +59,13 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether this is the stream's timeout (a socket's read timeout, a
+    /// ring's [`ring::RingStream::set_timeout`]): nothing was lost, the
+    /// call may be made again.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    }
 }
 
 /// A result of this crate.
@@ -77,12 +94,16 @@ pub struct WatchEvent {
 }
 
 /// A connection to Xenstore over a blocking byte stream.
+///
+/// Messages read ahead of need are kept with their arrival number:
+/// replies by request id, watch events in a queue.
 pub struct Client<S> {
     stream: S,
     decoder: Decoder,
     next_id: u32,
-    replies: HashMap<u32, Message>,
-    events: VecDeque<WatchEvent>,
+    arrivals: u64,
+    replies: HashMap<u32, (u64, Message)>,
+    events: VecDeque<(u64, Message)>,
 }
 
 /// The daemon's socket or the kernel's device.
@@ -185,38 +206,50 @@ impl<S: Read + Write> Client<S> {
             stream,
             decoder: Decoder::new(),
             next_id: 1,
+            arrivals: 0,
             replies: HashMap::new(),
             events: VecDeque::new(),
         }
     }
 
+    /// The stream (to set a socket's timeouts, say).
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The stream, mutably. Bytes written straight to it bypass the
+    /// client's request ids; meant for tests of malformed input.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Sends a request without waiting for its reply.
     pub fn send(&mut self, t: MsgType, tx: Tx, payload: &[u8]) -> Result<ReqId> {
+        self.send_message(t as u32, tx, payload)
+    }
+
+    /// Sends a message of any type number (unknown ones included) without
+    /// waiting for its reply.
+    pub fn send_message(&mut self, msg_type: u32, tx: Tx, payload: &[u8]) -> Result<ReqId> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let m = Message::new(t as u32, id, tx.0, payload.to_vec());
+        let m = Message::new(msg_type, id, tx.0, payload.to_vec());
         // One write per message: the kernel's device takes whole messages.
         self.stream.write_all(&m.encode())?;
         Ok(ReqId(id))
     }
 
-    /// Reads one message from the stream and files it: a watch event in
+    /// Reads one message from the stream and keeps it: a watch event in
     /// the event queue, a reply under its request id.
     fn receive(&mut self) -> Result<()> {
         loop {
             match self.decoder.next_message() {
                 Ok(Some(m)) => {
+                    self.arrivals += 1;
                     if m.kind() == Some(MsgType::WatchEvent) {
-                        let s = strings(&m.payload);
-                        let (Some(path), Some(token)) = (s.first(), s.get(1)) else {
-                            return Err(Error::Protocol("a watch event without a token".into()));
-                        };
-                        self.events.push_back(WatchEvent {
-                            path: path.clone(),
-                            token: token.clone(),
-                        });
+                        self.events.push_back((self.arrivals, m));
                     } else {
-                        self.replies.insert(m.header.req_id, m);
+                        self.replies.insert(m.header.req_id, (self.arrivals, m));
                     }
                     return Ok(());
                 }
@@ -238,21 +271,79 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
-    /// Waits for the reply to `id`: its payload, or the daemon's error.
-    /// Replies to other requests and watch events read meanwhile are kept.
-    pub fn wait(&mut self, id: ReqId) -> Result<Vec<u8>> {
+    /// Waits for the reply to `id`, as the daemon sent it (an ERROR reply
+    /// included). Replies to other requests and watch events read
+    /// meanwhile are kept.
+    pub fn wait_message(&mut self, id: ReqId) -> Result<Message> {
         loop {
-            if let Some(m) = self.replies.remove(&id.0) {
-                if m.kind() == Some(MsgType::Error) {
-                    let name = m.payload.strip_suffix(&[0]).unwrap_or(&m.payload);
-                    return Err(Error::Xenstore(
-                        XsError::from_name(name).unwrap_or(XsError::Einval),
-                    ));
-                }
-                return Ok(m.payload);
+            if let Some((_, m)) = self.replies.remove(&id.0) {
+                return Ok(m);
             }
             self.receive()?;
         }
+    }
+
+    /// Waits for the reply to `id`: its payload, or the daemon's error.
+    /// Replies to other requests and watch events read meanwhile are kept.
+    pub fn wait(&mut self, id: ReqId) -> Result<Vec<u8>> {
+        let m = self.wait_message(id)?;
+        if m.kind() == Some(MsgType::Error) {
+            let name = m.payload.strip_suffix(&[0]).unwrap_or(&m.payload);
+            return Err(Error::Xenstore(
+                XsError::from_name(name).unwrap_or(XsError::Einval),
+            ));
+        }
+        Ok(m.payload)
+    }
+
+    /// The oldest reply not yet taken (whatever its request id), waiting
+    /// for one if none is kept. Watch events read meanwhile are kept.
+    pub fn next_reply(&mut self) -> Result<Message> {
+        loop {
+            let oldest = self
+                .replies
+                .iter()
+                .min_by_key(|(_, (n, _))| *n)
+                .map(|(id, _)| *id);
+            if let Some((_, m)) = oldest.and_then(|id| self.replies.remove(&id)) {
+                return Ok(m);
+            }
+            self.receive()?;
+        }
+    }
+
+    /// The oldest message not yet taken, reply or watch event, in the order
+    /// the daemon sent them; waits for one if none is kept.
+    pub fn next_message(&mut self) -> Result<Message> {
+        loop {
+            let reply = self
+                .replies
+                .iter()
+                .min_by_key(|(_, (n, _))| *n)
+                .map(|(id, (n, _))| (*id, *n));
+            let event = self.events.front().map(|(n, _)| *n);
+            let take_reply = match (reply, event) {
+                (None, None) => {
+                    self.receive()?;
+                    continue;
+                }
+                (Some((_, r)), Some(e)) => r < e,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_reply {
+                if let Some((_, m)) = reply.and_then(|(id, _)| self.replies.remove(&id)) {
+                    return Ok(m);
+                }
+            } else if let Some((_, m)) = self.events.pop_front() {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Watch events read and kept, not yet taken.
+    pub fn kept_events(&self) -> usize {
+        self.events.len()
     }
 
     /// One request and its reply.
@@ -340,8 +431,15 @@ impl<S: Read + Write> Client<S> {
     /// The next watch event, waiting for one if none is kept.
     pub fn next_event(&mut self) -> Result<WatchEvent> {
         loop {
-            if let Some(e) = self.events.pop_front() {
-                return Ok(e);
+            if let Some((_, m)) = self.events.pop_front() {
+                let s = strings(&m.payload);
+                let (Some(path), Some(token)) = (s.first(), s.get(1)) else {
+                    return Err(Error::Protocol("a watch event without a token".into()));
+                };
+                return Ok(WatchEvent {
+                    path: path.clone(),
+                    token: token.clone(),
+                });
             }
             self.receive()?;
         }

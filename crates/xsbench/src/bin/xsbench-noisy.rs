@@ -817,7 +817,7 @@ fn run_scenario(args: &Args, exe: &Path, base: &Path, name: &str) -> std::io::Re
                         }
                     }
                     a.note = format!("{set} watches with 4 KB tokens, then never reads");
-                    g.events_seen.clear();
+                    g.take_events();
                     let _ = ready_tx.send(me);
                     while !attack_stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(20));
