@@ -189,7 +189,7 @@ fn a_client_waiting_through_emfile_is_served_when_descriptors_free() {
     let mut held = Vec::new();
     for _ in 0..64 {
         let mut c = d.client();
-        c.stream
+        c.stream()
             .set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");
         c.send(MsgType::Read as u32, 0, &z("/"));
@@ -210,7 +210,7 @@ fn a_client_waiting_through_emfile_is_served_when_descriptors_free() {
     held.truncate(held.len() - 4);
     let mut waiting = waiting;
     waiting
-        .stream
+        .stream()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let r = waiting

@@ -48,11 +48,11 @@ fn case_04_len_4097_closes_only_that_socket() {
         len: 4097,
     };
     c.send_raw(&h.to_bytes());
-    c.stream
+    c.stream()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut b = [0u8; 1];
-    assert_eq!(c.stream.read(&mut b).expect("closed, not timed out"), 0);
+    assert_eq!(c.stream().read(&mut b).expect("closed, not timed out"), 0);
     assert_eq!(other.write("/alive", b"1").ok(), b"OK\0");
 }
 

@@ -217,6 +217,11 @@ impl<S: Read + Write> Client<S> {
         &self.stream
     }
 
+    /// The stream, giving up the client (and whatever it kept).
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+
     /// The stream, mutably. Bytes written straight to it bypass the
     /// client's request ids; meant for tests of malformed input.
     pub fn get_mut(&mut self) -> &mut S {

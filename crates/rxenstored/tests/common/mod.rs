@@ -2,12 +2,12 @@
 //! temporary socket, and talk the raw protocol to it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+use xenstore_proto::{Header, Message, MsgType};
 
 /// A running daemon, killed (SIGTERM) and cleaned up on drop.
 pub struct Daemon {
@@ -79,11 +79,12 @@ impl Daemon {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(mut s) = UnixStream::connect(&self.socket) {
+            if let Ok(s) = UnixStream::connect(&self.socket) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let req = Message::new(MsgType::Read as u32, 1, 0, b"/\0".to_vec()).encode();
-                let mut h = [0u8; HEADER_SIZE];
-                if s.write_all(&req).is_ok() && s.read_exact(&mut h).is_ok() {
+                if xenstore_client::Client::new(s)
+                    .read(xenstore_client::Tx::NONE, "/")
+                    .is_ok()
+                {
                     return;
                 }
             }
@@ -138,12 +139,13 @@ impl Drop for Daemon {
     }
 }
 
-/// A raw-protocol client.
+/// A raw-protocol client: `xenstore-client` over the daemon's socket, with
+/// the assertions the tests want (replies as sent, panics on I/O errors).
 pub struct Client {
-    pub stream: UnixStream,
-    /// Watch events received while waiting for replies.
+    xs: xenstore_client::Client<UnixStream>,
+    /// Watch events taken out of the client's queue by [`Client::reply`]
+    /// callers that want to look at them.
     pub events: Vec<(String, String)>,
-    next_req: u32,
 }
 
 /// A reply: its type and payload.
@@ -151,6 +153,15 @@ pub struct Client {
 pub struct Reply {
     pub header: Header,
     pub payload: Vec<u8>,
+}
+
+impl From<Message> for Reply {
+    fn from(m: Message) -> Reply {
+        Reply {
+            header: m.header,
+            payload: m.payload,
+        }
+    }
 }
 
 impl Reply {
@@ -178,52 +189,50 @@ impl Reply {
     }
 }
 
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Client {
     pub fn connect(path: &Path) -> Client {
-        let stream = UnixStream::connect(path).expect("connect");
+        let xs = xenstore_client::Client::connect(path).expect("connect");
+        let xenstore_client::Conn::Socket(stream) = xs.into_inner() else {
+            unreachable!("connect gives a socket")
+        };
         stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
+            .set_read_timeout(Some(READ_TIMEOUT))
             .expect("timeout");
         Client {
-            stream,
+            xs: xenstore_client::Client::new(stream),
             events: Vec::new(),
-            next_req: 1,
         }
+    }
+
+    /// The socket (timeouts, raw reads).
+    pub fn stream(&mut self) -> &mut UnixStream {
+        self.xs.get_mut()
     }
 
     /// Sends raw bytes.
     pub fn send_raw(&mut self, b: &[u8]) {
-        self.stream.write_all(b).expect("write");
+        self.xs.get_mut().write_all(b).expect("write");
     }
 
-    /// Sends a request, returns the req_id used.
+    /// Sends a request of any type number, returns the req_id used.
     pub fn send(&mut self, t: u32, tx: u32, payload: &[u8]) -> u32 {
-        let id = self.next_req;
-        self.next_req += 1;
-        self.send_raw(&Message::new(t, id, tx, payload.to_vec()).encode());
-        id
+        self.xs
+            .send_message(t, xenstore_client::Tx(tx), payload)
+            .expect("write")
+            .0
     }
 
-    /// Reads one message of any kind.
-    pub fn read_message(&mut self) -> std::io::Result<Reply> {
-        let mut h = [0u8; HEADER_SIZE];
-        self.stream.read_exact(&mut h)?;
-        let header = Header::from_bytes(&h);
-        let mut payload = vec![0u8; header.len as usize];
-        self.stream.read_exact(&mut payload)?;
-        Ok(Reply { header, payload })
+    /// Reads one message of any kind, in the order the daemon sent them.
+    pub fn read_message(&mut self) -> Result<Reply, xenstore_client::Error> {
+        self.xs.next_message().map(Reply::from)
     }
 
-    /// Reads the next non-event message, storing events seen meanwhile.
+    /// The next reply (whatever its request), keeping events seen
+    /// meanwhile for [`Client::next_event`].
     pub fn reply(&mut self) -> Reply {
-        loop {
-            let m = self.read_message().expect("read reply");
-            if m.header.msg_type == MsgType::WatchEvent as u32 {
-                self.events.push(split_event(&m.payload));
-                continue;
-            }
-            return m;
-        }
+        self.xs.next_reply().expect("read reply").into()
     }
 
     /// A request and its reply.
@@ -233,8 +242,11 @@ impl Client {
 
     /// A request in a transaction and its reply.
     pub fn req_tx(&mut self, t: MsgType, tx: u32, payload: &[u8]) -> Reply {
-        self.send(t as u32, tx, payload);
-        self.reply()
+        let id = self
+            .xs
+            .send_message(t as u32, xenstore_client::Tx(tx), payload)
+            .expect("write");
+        self.xs.wait_message(id).expect("read reply").into()
     }
 
     pub fn write(&mut self, path: &str, value: &[u8]) -> Reply {
@@ -253,19 +265,19 @@ impl Client {
         if !self.events.is_empty() {
             return Some(self.events.remove(0));
         }
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(ms)))
-            .expect("timeout");
-        let r = self.read_message();
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
+        if self.xs.kept_events() == 0 {
+            self.stream()
+                .set_read_timeout(Some(Duration::from_millis(ms.max(1))))
+                .expect("timeout");
+        }
+        let r = self.xs.next_event();
+        self.stream()
+            .set_read_timeout(Some(READ_TIMEOUT))
             .expect("timeout");
         match r {
-            Ok(m) if m.header.msg_type == MsgType::WatchEvent as u32 => {
-                Some(split_event(&m.payload))
-            }
-            Ok(m) => panic!("expected an event, got {m:?}"),
-            Err(_) => None,
+            Ok(e) => Some((e.path, e.token)),
+            Err(e) if e.is_timeout() => None,
+            Err(e) => panic!("expected an event, got {e}"),
         }
     }
 }
