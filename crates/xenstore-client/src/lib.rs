@@ -244,6 +244,25 @@ impl<S: Read + Write> Client<S> {
         Ok(ReqId(id))
     }
 
+    /// Sends several requests in one write, without waiting for their
+    /// replies. For the daemon's socket only: the kernel's device takes one
+    /// message per write (use [`Client::send`] there).
+    pub fn send_batch<'a>(
+        &mut self,
+        requests: impl IntoIterator<Item = (MsgType, Tx, &'a [u8])>,
+    ) -> Result<Vec<ReqId>> {
+        let mut bytes = Vec::new();
+        let mut ids = Vec::new();
+        for (t, tx, payload) in requests {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            Message::new(t as u32, id, tx.0, payload.to_vec()).encode_into(&mut bytes);
+            ids.push(ReqId(id));
+        }
+        self.stream.write_all(&bytes)?;
+        Ok(ids)
+    }
+
     /// Reads one message from the stream and keeps it: a watch event in
     /// the event queue, a reply under its request id.
     fn receive(&mut self) -> Result<()> {

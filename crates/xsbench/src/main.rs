@@ -3,11 +3,12 @@
 //! with each other (ratios), not with figures from another machine or run.
 
 use clap::{Parser, ValueEnum};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+use xenstore_client::{Client, Tx};
+use xenstore_proto::{Message, MsgType};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Workload {
@@ -43,47 +44,29 @@ struct Args {
     prefill: usize,
 }
 
+/// One connection: `xenstore-client` over the socket, with replies as the
+/// daemon sent them (errors are results here, not failures).
 struct Conn {
-    s: UnixStream,
-    req: u32,
+    xs: Client<UnixStream>,
 }
 
 impl Conn {
     fn open(p: &PathBuf) -> io::Result<Conn> {
         Ok(Conn {
-            s: UnixStream::connect(p)?,
-            req: 0,
+            xs: Client::new(UnixStream::connect(p)?),
         })
     }
 
-    fn send(&mut self, t: MsgType, tx: u32, payload: Vec<u8>) -> io::Result<()> {
-        self.req = self.req.wrapping_add(1);
-        self.s
-            .write_all(&Message::new(t as u32, self.req, tx, payload).encode())
-    }
-
-    fn recv(&mut self) -> io::Result<Message> {
-        let mut h = [0u8; HEADER_SIZE];
-        self.s.read_exact(&mut h)?;
-        let header = Header::from_bytes(&h);
-        let mut payload = vec![0u8; header.len as usize];
-        self.s.read_exact(&mut payload)?;
-        Ok(Message { header, payload })
-    }
-
-    /// Next reply, skipping watch events.
-    fn reply(&mut self) -> io::Result<Message> {
-        loop {
-            let m = self.recv()?;
-            if m.kind() != Some(MsgType::WatchEvent) {
-                return Ok(m);
-            }
-        }
-    }
-
     fn call(&mut self, t: MsgType, tx: u32, payload: Vec<u8>) -> io::Result<Message> {
-        self.send(t, tx, payload)?;
-        self.reply()
+        let id = self.xs.send(t, Tx(tx), &payload).map_err(io_err)?;
+        self.xs.wait_message(id).map_err(io_err)
+    }
+}
+
+fn io_err(e: xenstore_client::Error) -> io::Error {
+    match e {
+        xenstore_client::Error::Io(e) => e,
+        e => io::Error::other(e),
     }
 }
 
@@ -123,7 +106,7 @@ fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Resul
         if r.kind() == Some(MsgType::Error) {
             return Err(io::Error::other("WATCH refused"));
         }
-        c.recv()?; // the initial event
+        c.xs.next_event().map_err(io_err)?; // the initial event
     }
     let mut n: u64 = 0;
     while Instant::now() < until {
@@ -160,31 +143,22 @@ fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Resul
                 break;
             },
             Workload::Pipeline => {
-                let mut batch = Vec::new();
-                for _ in 0..64 {
-                    c.req = c.req.wrapping_add(1);
-                    Message::new(MsgType::Read as u32, c.req, 0, z("/bench"))
-                        .encode_into(&mut batch);
-                }
-                c.s.write_all(&batch)?;
-                for _ in 0..64 {
-                    c.reply()?;
+                let path = z("/bench");
+                let ids =
+                    c.xs.send_batch((0..64).map(|_| (MsgType::Read, Tx::NONE, &path[..])))
+                        .map_err(io_err)?;
+                for id in ids {
+                    c.xs.wait_message(id).map_err(io_err)?;
                 }
                 st.ops += 64;
             }
             Workload::Watch => {
-                c.send(MsgType::Write, 0, write_payload(&key, b"x"))?;
+                let id =
+                    c.xs.send(MsgType::Write, Tx::NONE, &write_payload(&key, b"x"))
+                        .map_err(io_err)?;
                 // Reply and event, in either order.
-                let mut got_event = false;
-                let mut got_reply = false;
-                while !(got_event && got_reply) {
-                    let m = c.recv()?;
-                    if m.kind() == Some(MsgType::WatchEvent) {
-                        got_event = true;
-                    } else {
-                        got_reply = true;
-                    }
-                }
+                c.xs.wait_message(id).map_err(io_err)?;
+                c.xs.next_event().map_err(io_err)?;
                 st.ops += 1;
             }
         }

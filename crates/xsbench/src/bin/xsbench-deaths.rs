@@ -12,13 +12,14 @@
 //! seconds and reports deaths handled per second. Output: CSV on stdout.
 
 use clap::Parser;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use xensim::{Sim, Toolstack};
-use xenstore_proto::{Header, Message, MsgType, HEADER_SIZE};
+use xenstore_client::{Client, Tx};
+use xenstore_proto::MsgType;
 
 /// Cost of finding the dead domain, by strategy and number of domains.
 #[derive(Parser)]
@@ -56,44 +57,43 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
+/// A `@releaseDomain` watcher (`xenstore-client` over the socket).
 struct Watcher {
-    s: UnixStream,
+    xs: Client<UnixStream>,
 }
 
 impl Watcher {
     fn new(socket: &Path) -> std::io::Result<Watcher> {
-        let mut s = UnixStream::connect(socket)?;
+        let mut xs = Client::new(UnixStream::connect(socket)?);
         // WATCH @releaseDomain, token "w", depth 1: per-domain events.
-        let p = [&b"@releaseDomain"[..], b"w", b"1"]
-            .iter()
-            .flat_map(|a| a.iter().copied().chain([0]))
-            .collect();
-        s.write_all(&Message::new(MsgType::Watch as u32, 1, 0, p).encode())?;
-        let mut w = Watcher { s };
-        w.next()?; // reply
-        w.next()?; // initial event
-        Ok(w)
-    }
-
-    fn next(&mut self) -> std::io::Result<(Header, Vec<u8>)> {
-        let mut h = [0u8; HEADER_SIZE];
-        self.s.read_exact(&mut h)?;
-        let h = Header::from_bytes(&h);
-        let mut p = vec![0u8; h.len as usize];
-        self.s.read_exact(&mut p)?;
-        Ok((h, p))
+        xs.call(
+            MsgType::Watch,
+            Tx::NONE,
+            &[&b"@releaseDomain\0w\0"[..], b"1\0"].concat(),
+        )
+        .map_err(io_err)?;
+        xs.next_event().map_err(io_err)?; // the initial event
+        Ok(Watcher { xs })
     }
 
     /// Waits for `@releaseDomain/<domid>`.
     fn wait_release(&mut self, domid: u32) -> std::io::Result<()> {
-        let want = format!("@releaseDomain/{domid}\0");
-        self.s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let want = format!("@releaseDomain/{domid}");
+        self.xs
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(120)))?;
         loop {
-            let (_, p) = self.next()?;
-            if p.starts_with(want.as_bytes()) {
+            if self.xs.next_event().map_err(io_err)?.path == want {
                 return Ok(());
             }
         }
+    }
+}
+
+fn io_err(e: xenstore_client::Error) -> std::io::Error {
+    match e {
+        xenstore_client::Error::Io(e) => e,
+        e => std::io::Error::other(e),
     }
 }
 
@@ -128,10 +128,8 @@ fn start_daemon(
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(mut s) = UnixStream::connect(&socket) {
-            let req = Message::new(MsgType::Read as u32, 1, 0, b"/\0".to_vec()).encode();
-            let mut h = [0u8; HEADER_SIZE];
-            if s.write_all(&req).is_ok() && s.read_exact(&mut h).is_ok() {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            if Client::new(s).read(Tx::NONE, "/").is_ok() {
                 return Ok((child, socket));
             }
         }

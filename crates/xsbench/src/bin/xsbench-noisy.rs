@@ -16,7 +16,7 @@
 
 use clap::Parser;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xensim::{Guest, Sim};
+use xenstore_client::{Client, Tx};
 use xenstore_proto::ring::{self, RingPage};
 use xenstore_proto::{Decoder, Message, MsgType};
 
@@ -120,58 +121,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// A Xenstore client on the daemon's socket, with its own decoder so that
-/// events and replies can be told apart.
+/// A Xenstore client on the daemon's socket (`xenstore-client`), answering
+/// ERROR replies as messages; watch events it does not wait for are
+/// dropped after each call.
 struct Sock {
-    s: UnixStream,
-    dec: Decoder,
-    req: u32,
-    events: u64,
+    xs: Client<UnixStream>,
 }
 
 impl Sock {
     fn connect(path: &Path) -> std::io::Result<Sock> {
         let s = UnixStream::connect(path)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Sock {
-            s,
-            dec: Decoder::new(),
-            req: 0,
-            events: 0,
-        })
-    }
-
-    /// Reads until one message is complete (or EOF/timeout: an error).
-    fn next(&mut self) -> std::io::Result<Message> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if let Some(m) = self.dec.next_message().map_err(std::io::Error::other)? {
-                return Ok(m);
-            }
-            let n = self.s.read(&mut buf)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "disconnected by the daemon",
-                ));
-            }
-            self.dec.feed(&buf[..n]);
-        }
+        Ok(Sock { xs: Client::new(s) })
     }
 
     /// One request; its reply (an ERROR reply is returned, not an error).
     fn call(&mut self, t: MsgType, tx: u32, payload: &[u8]) -> std::io::Result<Message> {
-        self.req = self.req.wrapping_add(1);
-        self.s
-            .write_all(&Message::new(t as u32, self.req, tx, payload.to_vec()).encode())?;
-        loop {
-            let m = self.next()?;
-            if m.kind() == Some(MsgType::WatchEvent) {
-                self.events += 1;
-                continue;
-            }
-            return Ok(m);
+        let id = self.xs.send(t, Tx(tx), payload).map_err(io_err)?;
+        let m = self.xs.wait_message(id).map_err(io_err)?;
+        while self.xs.kept_events() > 0 {
+            self.xs.next_event().map_err(io_err)?;
         }
+        Ok(m)
     }
 
     /// A request that must succeed.
@@ -181,6 +152,13 @@ impl Sock {
             Some(e) => Err(std::io::Error::other(format!("{t}: {e}"))),
             None => Ok(m),
         }
+    }
+}
+
+fn io_err(e: xenstore_client::Error) -> std::io::Error {
+    match e {
+        xenstore_client::Error::Io(e) => e,
+        e => std::io::Error::other(e),
     }
 }
 
@@ -405,8 +383,9 @@ fn watcher(
         }
         let mut events = 0u64;
         std::thread::sleep(pause);
-        let _ = s.s.set_read_timeout(Some(Duration::from_millis(100)));
-        let mut buf = [0u8; 4096];
+        let _ =
+            s.xs.get_ref()
+                .set_read_timeout(Some(Duration::from_millis(100)));
         let mut bytes = 0u64;
         // Keep reading (fast) for a second after the stop, to tell a
         // backlog from a disconnection.
@@ -418,36 +397,28 @@ fn watcher(
             if until.is_some_and(|u| Instant::now() > u) {
                 break;
             }
-            match s.s.read(&mut buf) {
-                Ok(0) => {
+            match s.xs.next_event() {
+                Ok(e) => {
+                    events += 1;
+                    let before = bytes;
+                    // Header, path, token, their NULs.
+                    bytes += (16 + e.path.len() + e.token.len() + 2) as u64;
+                    // A slow reader: a pause per 4 KiB taken.
+                    if until.is_none() && before / 4096 != bytes / 4096 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(xenstore_client::Error::Protocol(e)) => {
+                    seen.errors.push(format!("watcher: {e}"));
+                    break;
+                }
+                Err(xenstore_client::Error::Closed) => {
                     seen.disconnected = true;
                     seen.errors
                         .push("watcher: disconnected by the daemon".into());
                     break;
                 }
-                Ok(n) => {
-                    bytes += n as u64;
-                    s.dec.feed(&buf[..n]);
-                    loop {
-                        match s.dec.next_message() {
-                            Ok(Some(m)) if m.kind() == Some(MsgType::WatchEvent) => events += 1,
-                            Ok(Some(m)) => seen.errors.push(format!("watcher: unexpected {m:?}")),
-                            Ok(None) => break,
-                            Err(e) => {
-                                seen.errors.push(format!("watcher: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                    if until.is_none() {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
                 Err(e) => {
                     seen.disconnected = true;
                     seen.errors.push(format!("watcher: {e}"));
