@@ -1096,3 +1096,101 @@ fn node_paths_are_charged_to_the_memory_quota() {
     assert_eq!(answer, "EIO|", "after {depth} nodes: {answer}");
     assert!(depth < 1000, "{depth} nodes");
 }
+
+/// The client crate over a guest's ring (`xenstore_client::ring`): typed
+/// operations with relative paths, the errno of a refusal, a transaction
+/// retried after a conflict, pipelined reads answered out of order, and a
+/// storm of watch events received complete and in order while replies
+/// arrive between them (issue 12).
+#[test]
+fn the_client_crate_speaks_for_a_guest_over_its_ring() {
+    use xenstore_client::{Error, Tx};
+    use xenstore_proto::XsError;
+    let h = Host::start();
+    let mut ts = h.daemon.client();
+    let mut g = h.guest(&mut ts);
+    let d = g.domid;
+    let xs = g.xs();
+    xs.write(Tx::NONE, "data/a", b"1").expect("write");
+    assert_eq!(xs.read(Tx::NONE, "data/a").expect("read"), b"1");
+    assert_eq!(ts.read(&format!("/local/domain/{d}/data/a")).ok(), b"1");
+    xs.mkdir(Tx::NONE, "data/b").expect("mkdir");
+    assert_eq!(xs.directory(Tx::NONE, "data").expect("ls"), ["a", "b"]);
+    assert_eq!(
+        xs.get_domain_path(d).expect("path"),
+        format!("/local/domain/{d}")
+    );
+    assert_eq!(
+        xs.write(Tx::NONE, "/local/domain/0/x", b"1")
+            .expect_err("outside its home")
+            .xs(),
+        Some(XsError::Eacces)
+    );
+    assert!(matches!(
+        xs.read(Tx::NONE, "data/none"),
+        Err(Error::Xenstore(XsError::Enoent))
+    ));
+
+    // A transaction that conflicts with dom0 once, then commits.
+    let mut runs = 0;
+    xs.transaction(|xs, tx| {
+        runs += 1;
+        let v = xs.read(tx, "data/a")?;
+        if runs == 1 {
+            assert_eq!(
+                ts.write(&format!("/local/domain/{d}/data/a"), b"5").ok(),
+                b"OK\0"
+            );
+        }
+        let n: u32 = String::from_utf8_lossy(&v).parse().unwrap_or(0);
+        xs.write(tx, "data/a", (n + 1).to_string().as_bytes())
+    })
+    .expect("transaction");
+    assert_eq!(runs, 2, "EAGAIN made the closure run again");
+    assert_eq!(xs.read(Tx::NONE, "data/a").expect("read"), b"6");
+
+    // Pipelined reads, taken in reverse order.
+    for i in 0..40 {
+        xs.write(Tx::NONE, &format!("data/p/{i}"), i.to_string().as_bytes())
+            .expect("write");
+    }
+    let ids: Vec<_> = (0..40)
+        .map(|i| {
+            xs.send(MsgType::Read, Tx::NONE, &z(&format!("data/p/{i}")))
+                .expect("send")
+        })
+        .collect();
+    for (i, id) in ids.into_iter().enumerate().rev() {
+        assert_eq!(xs.wait(id).expect("reply"), i.to_string().as_bytes());
+    }
+
+    // Watch events from dom0's writes, none lost, in order, while the
+    // guest's own requests are answered in between.
+    xs.watch("data/w", "tok").expect("watch");
+    assert_eq!(xs.next_event().expect("initial").path, "data/w");
+    const N: usize = 2000;
+    for i in 0..N {
+        assert_eq!(
+            ts.write(
+                &format!("/local/domain/{d}/data/w"),
+                i.to_string().as_bytes()
+            )
+            .ok(),
+            b"OK\0"
+        );
+        if i % 100 == 0 {
+            xs.read(Tx::NONE, "data/a").expect("a read between events");
+        }
+    }
+    for i in 0..N {
+        let e = xs.next_event().expect("event");
+        assert_eq!(
+            (e.path.as_str(), e.token.as_str()),
+            ("data/w", "tok"),
+            "event {i}"
+        );
+    }
+    xs.unwatch("data/w", "tok").expect("unwatch");
+    xs.rm(Tx::NONE, "data/p").expect("rm");
+    assert!(xs.directory(Tx::NONE, "data/p").is_err());
+}

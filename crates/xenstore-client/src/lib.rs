@@ -20,6 +20,10 @@
 //! * With the feature `ring`, [`ring::RingStream`] is the guest's side of
 //!   a raw ring page and event channel, as a stream this client runs over.
 
+//!
+//! # The crate's README
+#![doc = include_str!("../README.md")]
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
