@@ -11,7 +11,22 @@ use xenstore_store::quota::{Quota, QuotaSet};
     version,
     disable_help_flag = true,
     disable_version_flag = true,
-    about = "Xenstore daemon (drop-in for C xenstored) using only stable Xen interfaces"
+    about = "Xenstore daemon (drop-in for C xenstored) using only stable Xen interfaces",
+    long_about = "rxenstored keeps the Xenstore database of a Xen host: the toolstack, device \
+backends and every guest exchange configuration and status through it, with watches, \
+transactions, per-domain permissions and quotas. Guests reach it over a shared ring page and an \
+event channel, dom0 tools over a Unix socket. It takes C xenstored's options and is started the \
+same way (XENSTORED in /etc/default/xen, /etc/default/xencommons or /etc/sysconfig/xencommons). \
+By default it forks and returns once it serves, with the pid file written; with -N it stays in \
+the foreground. It notifies systemd (READY=1) when NOTIFY_SOCKET is set.",
+    after_long_help = "FILES:\n  /etc/xen/rxenstored.toml  settings (keys are the long option \
+names), read when present\n  /etc/xen/oxenstored.conf  oxenstored's settings, read with \
+--oxenstored-conf\n  /run/xenstored/socket  the socket, unless XENSTORED_PATH or \
+XENSTORED_RUNDIR say otherwise\n\nSIGNALS:\n  SIGHUP  reopen the log file and the trace file \
+(log rotation)\n  SIGTERM, SIGINT  stop\n\nLOGGING:\n  --log-file if given; otherwise syslog \
+(facility daemon) once forked, standard error with -N. RXENSTORED_LOG takes a tracing filter \
+(e.g. debug).\n\nSee /usr/share/doc/rxenstored for the differences from C xenstored \
+(compat.md)."
 )]
 pub struct Options {
     /// Do not fork: stay in the foreground.
@@ -38,7 +53,8 @@ pub struct Options {
     )]
     pub trace_control: Vec<String>,
 
-    /// Daemon log file (default: standard error). Reopened on SIGHUP.
+    /// Daemon log file, reopened on SIGHUP. Default: syslog (facility
+    /// daemon) once forked, standard error with -N.
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
@@ -165,13 +181,25 @@ pub struct Options {
     #[arg(long = "no-xen")]
     pub no_xen: bool,
 
+    /// Settings file (TOML; keys are these long option names). Default:
+    /// /etc/xen/rxenstored.toml when it exists. The command line wins.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// oxenstored's configuration file, e.g. /etc/xen/oxenstored.conf: its
+    /// quota, pid-file, ring and log keys are honoured (under the TOML file
+    /// and the command line; docs/compat.md lists the mapping).
+    #[arg(long = "oxenstored-conf", value_name = "FILE")]
+    pub oxenstored_conf: Option<PathBuf>,
+
     /// Verbose logging.
     #[arg(short = 'V', long = "verbose")]
     pub verbose: bool,
 
-    /// Print the version.
-    #[arg(long = "version", action = clap::ArgAction::Version)]
-    pub version: Option<bool>,
+    /// Print the version, the Xen interfaces this host offers and the
+    /// domain-state backend the daemon would use.
+    #[arg(long = "version")]
+    pub version: bool,
 
     /// Print help.
     #[arg(short = 'H', long = "help", action = clap::ArgAction::Help)]

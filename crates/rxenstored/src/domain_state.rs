@@ -576,6 +576,66 @@ pub fn choose(
     }
 }
 
+/// What this host offers, for `--version`: one line per Xen library the
+/// daemon loads, and the domain-state backend `choose(None, ..)` would
+/// take. Opens the libraries (and their devices) and closes them again;
+/// changes nothing.
+pub fn host_report(libs: &XenLibs) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut say = |what: &str, r: Result<String, String>| {
+        lines.push(match r {
+            Ok(s) => format!("  {what}: {s}"),
+            Err(e) => format!("  {what}: unavailable ({e})"),
+        });
+    };
+    say(
+        "libxenevtchn.so.1 (event channels)",
+        libs.evtchn()
+            .map(|_| "loaded, device opened".into())
+            .map_err(|e| e.to_string()),
+    );
+    say(
+        "libxengnttab.so.1 (ring mapping)",
+        libs.gnttab()
+            .map(|_| "loaded, device opened".into())
+            .map_err(|e| e.to_string()),
+    );
+    let manage = libs.manage().map_err(|e| e.to_string()).and_then(|mut m| {
+        usable(&mut m)
+            .map(|()| m)
+            .map_err(|e| format!("loads, but the hypervisor refuses it: {e}"))
+    });
+    say(
+        "libxenmanage.so.1 (domain state, Xen 4.21+)",
+        manage
+            .as_ref()
+            .map(|_| "loaded, the hypervisor answers it".into())
+            .map_err(Clone::clone),
+    );
+    let list = libs.domain_list().map_err(|e| e.to_string());
+    say(
+        "libxencall.so.1 (domain list, Xen 4.17-4.22)",
+        list.as_ref()
+            .map(|l| {
+                let (major, minor) = l.version();
+                format!(
+                    "loaded, Xen {major}.{minor}, sysctl interface {:#x}",
+                    l.layout().sysctl_version
+                )
+            })
+            .map_err(Clone::clone),
+    );
+    lines.push(format!(
+        "domain-state backend (--domain-state auto): {}",
+        match (&manage, &list) {
+            (Ok(_), _) => "poll: libxenmanage's changed-domain feed (stable)",
+            (Err(_), Ok(_)) => "getdomaininfolist: the domain list through libxencall",
+            (Err(_), Err(_)) => "none: deaths noticed only through RELEASE",
+        }
+    ));
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! the state can be driven by tests without the binary.
 
 pub mod cli;
+pub mod config;
 pub mod conn;
 pub mod control;
 pub mod domain_state;

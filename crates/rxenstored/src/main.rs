@@ -7,9 +7,8 @@
 //! foreground. Readiness is also sent to systemd (`READY=1`) when
 //! `NOTIFY_SOCKET` is set.
 
-use clap::Parser;
 use rxenstored::cli::{self, Options};
-use rxenstored::{logging, notify, server, sim, xen};
+use rxenstored::{config, logging, notify, server, sim, xen};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -18,11 +17,23 @@ use xenstore_store::StoreConfig;
 const READY_LINE: &str = "READY";
 
 fn main() -> ExitCode {
-    let opts = Options::parse();
+    let loaded = match config::load(std::env::args_os().collect()) {
+        Ok(l) => l,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("rxenstored: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = loaded.options;
+    if opts.version {
+        print_version(&opts);
+        return ExitCode::SUCCESS;
+    }
     if !opts.no_fork && !opts.daemon_child {
         return spawn_daemon(&opts);
     }
-    match run(&opts) {
+    match run(&opts, &loaded.notes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("rxenstored: {msg}");
@@ -79,6 +90,31 @@ fn spawn_daemon(opts: &Options) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `--version`: the build, then what this host offers.
+fn print_version(opts: &Options) {
+    println!("rxenstored {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "built with: simulator (--sim) {}",
+        if cfg!(feature = "sim") { "yes" } else { "no" }
+    );
+    if opts.no_xen {
+        println!("Xen: not used (--no-xen)");
+        return;
+    }
+    let dir = opts.xen_lib_dir.as_deref();
+    println!(
+        "Xen interfaces on this host (libraries from {}):",
+        dir.map_or_else(
+            || "the system's search path".into(),
+            |d| d.display().to_string()
+        )
+    );
+    let libs = xen_stable::libs::XenLibs::new(dir);
+    for line in rxenstored::domain_state::host_report(&libs) {
+        println!("{line}");
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -89,10 +125,18 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-fn run(opts: &Options) -> Result<(), String> {
-    let log = logging::LogTarget::new(opts.log_file.as_deref().map(absolute))
-        .map_err(|e| format!("cannot open log file: {e}"))?;
+fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
+    // Forked without a log file, standard error is gone: syslog then.
+    let log = if opts.daemon_child && opts.log_file.is_none() {
+        logging::LogTarget::syslog(Path::new(logging::SYSLOG_SOCKET))
+    } else {
+        logging::LogTarget::new(opts.log_file.as_deref().map(absolute))
+            .map_err(|e| format!("cannot open log file: {e}"))?
+    };
     log.install(opts.verbose);
+    for n in notes {
+        tracing::info!("{n}");
+    }
     if opts.daemon_child {
         // Detach from the caller's session and terminal.
         rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
