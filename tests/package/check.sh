@@ -40,8 +40,10 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 pid=
 dpkg-deb -x "$deb" "$tmp/root"
 bin=$tmp/root/usr/sbin/rxenstored
-check "--version names the build" "'$bin' --version --no-xen | grep -q '^rxenstored [0-9]'"
-check "the simulator is not in the package" "'$bin' --version --no-xen | grep -q 'simulator (--sim) no'"
+"$bin" --version --no-xen >"$tmp/version" 2>&1 || true
+cat "$tmp/version"
+check "--version names the build" "grep -q '^rxenstored [0-9]' '$tmp/version'"
+check "the simulator is not in the package" "grep -q 'simulator (--sim) no' '$tmp/version'"
 check "--sim says it is not built in" "! '$bin' --sim -N --socket '$tmp/s' 2>'$tmp/sim.err' && grep -qi 'simulator' '$tmp/sim.err'"
 "$bin" -N --no-xen --socket "$tmp/sock" >"$tmp/log" 2>&1 &
 pid=$!

@@ -90,28 +90,35 @@ fn spawn_daemon(opts: &Options) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `--version`: the build, then what this host offers.
+/// `--version`: the build, then what this host offers. A closed standard
+/// output (`| head -1`) ends the listing quietly.
 fn print_version(opts: &Options) {
-    println!("rxenstored {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "built with: simulator (--sim) {}",
-        if cfg!(feature = "sim") { "yes" } else { "no" }
-    );
+    let mut lines = vec![
+        format!("rxenstored {}", env!("CARGO_PKG_VERSION")),
+        format!(
+            "built with: simulator (--sim) {}",
+            if cfg!(feature = "sim") { "yes" } else { "no" }
+        ),
+    ];
     if opts.no_xen {
-        println!("Xen: not used (--no-xen)");
-        return;
+        lines.push("Xen: not used (--no-xen)".into());
+    } else {
+        let dir = opts.xen_lib_dir.as_deref();
+        lines.push(format!(
+            "Xen interfaces on this host (libraries from {}):",
+            dir.map_or_else(
+                || "the system's search path".into(),
+                |d| d.display().to_string()
+            )
+        ));
+        let libs = xen_stable::libs::XenLibs::new(dir);
+        lines.extend(rxenstored::domain_state::host_report(&libs));
     }
-    let dir = opts.xen_lib_dir.as_deref();
-    println!(
-        "Xen interfaces on this host (libraries from {}):",
-        dir.map_or_else(
-            || "the system's search path".into(),
-            |d| d.display().to_string()
-        )
-    );
-    let libs = xen_stable::libs::XenLibs::new(dir);
-    for line in rxenstored::domain_state::host_report(&libs) {
-        println!("{line}");
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if writeln!(out, "{l}").is_err() {
+            return;
+        }
     }
 }
 
