@@ -16,12 +16,21 @@ use crate::Client;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use xenstore_proto::MsgType;
+use xenstore_proto::{MsgType, PermList};
 
 /// A Xenstore client on the daemon's Unix socket (the toolstack's view),
 /// through `xenstore-client`.
 pub struct XsSocket {
     c: xenstore_client::Client<xenstore_client::Conn>,
+}
+
+/// A client error as an I/O error naming the request.
+fn io_err(what: &str) -> impl Fn(xenstore_client::Error) -> io::Error + '_ {
+    move |e| match e {
+        xenstore_client::Error::Xenstore(x) => io::Error::other(format!("{what}: {x}")),
+        xenstore_client::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
 }
 
 impl XsSocket {
@@ -35,18 +44,12 @@ impl XsSocket {
     pub fn call(&mut self, t: MsgType, payload: &[u8]) -> io::Result<Vec<u8>> {
         self.c
             .call(t, xenstore_client::Tx::NONE, payload)
-            .map_err(|e| match e {
-                xenstore_client::Error::Xenstore(x) => io::Error::other(format!("{t}: {x}")),
-                xenstore_client::Error::Io(e) => e,
-                other => io::Error::other(other),
-            })
+            .map_err(io_err(t.name()))
     }
 
-    fn write(&mut self, path: &str, value: &str) -> io::Result<()> {
-        let mut p = path.as_bytes().to_vec();
-        p.push(0);
-        p.extend_from_slice(value.as_bytes());
-        self.call(MsgType::Write, &p).map(|_| ())
+    /// The typed client.
+    pub fn client(&mut self) -> &mut xenstore_client::Client<xenstore_client::Conn> {
+        &mut self.c
     }
 
     fn args(parts: &[&str]) -> Vec<u8> {
@@ -102,20 +105,20 @@ impl Toolstack {
     /// Writes a domain's nodes and sends INTRODUCE, as libxl does.
     fn introduce(&mut self, domid: u32, name: &str, port: u32) -> io::Result<()> {
         let home = format!("/local/domain/{domid}");
-        self.xs.call(MsgType::Mkdir, &XsSocket::args(&[&home]))?;
-        self.xs.call(
-            MsgType::SetPerms,
-            &XsSocket::args(&[&home, &format!("n{domid}"), "r0"]),
-        )?;
-        self.xs.write(&format!("{home}/name"), name)?;
-        self.xs
-            .write(&format!("{home}/domid"), &domid.to_string())?;
-        self.xs.write(&format!("/vm/{domid}/name"), name)?;
-        self.xs.call(
-            MsgType::Introduce,
-            &XsSocket::args(&[&domid.to_string(), "0", &port.to_string()]),
-        )?;
-        Ok(())
+        let xs = self.xs.client();
+        let none = xenstore_client::Tx::NONE;
+        xs.mkdir(none, &home).map_err(io_err("MKDIR"))?;
+        let perms = PermList::parse([format!("n{domid}").as_bytes(), b"r0"])
+            .map_err(|e| io::Error::other(format!("permissions: {e}")))?;
+        xs.set_perms(none, &home, &perms)
+            .map_err(io_err("SET_PERMS"))?;
+        xs.write(none, &format!("{home}/name"), name.as_bytes())
+            .map_err(io_err("WRITE"))?;
+        xs.write(none, &format!("{home}/domid"), domid.to_string().as_bytes())
+            .map_err(io_err("WRITE"))?;
+        xs.write(none, &format!("/vm/{domid}/name"), name.as_bytes())
+            .map_err(io_err("WRITE"))?;
+        xs.introduce(domid, 0, port).map_err(io_err("INTRODUCE"))
     }
 
     /// The guest's shutdown completes (poweroff, crash, ...).
@@ -131,18 +134,19 @@ impl Toolstack {
         self.sim.call_ok(Op::Destroy, &[u64::from(domid)])?;
         let _ = self
             .xs
-            .call(MsgType::Rm, &XsSocket::args(&[&format!("/vm/{domid}")]));
+            .client()
+            .rm(xenstore_client::Tx::NONE, &format!("/vm/{domid}"));
         Ok(())
     }
 
     /// `RELEASE`, then removes `/vm/<id>` as libxl does when it is done
     /// with a domain.
     pub fn release(&mut self, domid: u32) -> io::Result<()> {
-        self.xs
-            .call(MsgType::Release, &XsSocket::args(&[&domid.to_string()]))?;
+        self.xs.client().release(domid).map_err(io_err("RELEASE"))?;
         let _ = self
             .xs
-            .call(MsgType::Rm, &XsSocket::args(&[&format!("/vm/{domid}")]));
+            .client()
+            .rm(xenstore_client::Tx::NONE, &format!("/vm/{domid}"));
         Ok(())
     }
 

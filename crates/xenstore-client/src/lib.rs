@@ -191,6 +191,14 @@ fn nul_terminated(parts: &[&[u8]]) -> Vec<u8> {
     v
 }
 
+/// A reply that is one decimal number.
+fn number<T: std::str::FromStr>(payload: &[u8], what: &str) -> Result<T> {
+    strings(payload)
+        .first()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::Protocol(format!("{what} answered something that is not a number")))
+}
+
 /// The strings of a reply (NUL-separated, the last one possibly without
 /// its NUL).
 fn strings(payload: &[u8]) -> Vec<String> {
@@ -404,10 +412,60 @@ impl<S: Read + Write> Client<S> {
             .map(drop)
     }
 
-    /// The children of `path`, in creation order.
+    /// The children of `path`, in creation order. A list too long for one
+    /// reply (`E2BIG`, about 1000 domains under `/local/domain`) is read in
+    /// parts with DIRECTORY_PART, as libxenstore does.
     pub fn directory(&mut self, tx: Tx, path: &str) -> Result<Vec<String>> {
-        let p = self.call(MsgType::Directory, tx, &nul_terminated(&[path.as_bytes()]))?;
-        Ok(strings(&p))
+        match self.call(MsgType::Directory, tx, &nul_terminated(&[path.as_bytes()])) {
+            Ok(p) => Ok(strings(&p)),
+            Err(Error::Xenstore(XsError::E2big)) => self.directory_parts(tx, path),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The children of `path` read with DIRECTORY_PART: chunks from byte
+    /// offset 0 on, started again whenever the node's generation changes
+    /// between chunks, so the list is one state of the node.
+    pub fn directory_parts(&mut self, tx: Tx, path: &str) -> Result<Vec<String>> {
+        /// Restarts allowed while the node keeps changing.
+        const RESTARTS: usize = 100;
+        for _ in 0..RESTARTS {
+            let mut generation: Option<Vec<u8>> = None;
+            let mut list = Vec::new();
+            let complete = loop {
+                let offset = list.len().to_string();
+                let p = self.call(
+                    MsgType::DirectoryPart,
+                    tx,
+                    &nul_terminated(&[path.as_bytes(), offset.as_bytes()]),
+                )?;
+                let Some(nul) = p.iter().position(|&b| b == 0) else {
+                    return Err(Error::Protocol(
+                        "DIRECTORY_PART without a generation".into(),
+                    ));
+                };
+                let (g, chunk) = (&p[..nul], &p[nul + 1..]);
+                match &generation {
+                    Some(seen) if seen.as_slice() != g => break false,
+                    Some(_) => {}
+                    None => generation = Some(g.to_vec()),
+                }
+                // The last chunk ends with an extra NUL; past the end of
+                // the list the chunk is that NUL alone.
+                if chunk == [0] || chunk.ends_with(&[0, 0]) {
+                    list.extend_from_slice(chunk.strip_suffix(&[0]).unwrap_or(chunk));
+                    break true;
+                }
+                if chunk.is_empty() {
+                    return Err(Error::Protocol("an empty DIRECTORY_PART chunk".into()));
+                }
+                list.extend_from_slice(chunk);
+            };
+            if complete {
+                return Ok(strings(&list));
+            }
+        }
+        Err(Error::Xenstore(XsError::Eagain))
     }
 
     /// The permissions of `path`.
@@ -476,6 +534,135 @@ impl<S: Read + Write> Client<S> {
     /// Watch events as a blocking iterator (ends at the first error).
     pub fn events(&mut self) -> impl Iterator<Item = Result<WatchEvent>> + '_ {
         std::iter::from_fn(move || Some(self.next_event()))
+    }
+
+    /// Drops every watch and transaction of this connection
+    /// (RESET_WATCHES).
+    pub fn reset_watches(&mut self) -> Result<()> {
+        self.call(MsgType::ResetWatches, Tx::NONE, b"").map(drop)
+    }
+
+    /// Tells the daemon about domain `domid`, whose ring is in guest frame
+    /// `gfn` and whose xenstore event channel is `port` in that domain
+    /// (INTRODUCE; the toolstack does this).
+    pub fn introduce(&mut self, domid: u32, gfn: u64, port: u32) -> Result<()> {
+        let (d, g, p) = (domid.to_string(), gfn.to_string(), port.to_string());
+        self.call(
+            MsgType::Introduce,
+            Tx::NONE,
+            &nul_terminated(&[d.as_bytes(), g.as_bytes(), p.as_bytes()]),
+        )
+        .map(drop)
+    }
+
+    /// Forgets domain `domid` (RELEASE): its watches and connection go,
+    /// `@releaseDomain` fires.
+    pub fn release(&mut self, domid: u32) -> Result<()> {
+        self.domid_call(MsgType::Release, domid).map(drop)
+    }
+
+    /// Whether domain `domid` has been introduced and not released.
+    pub fn is_domain_introduced(&mut self, domid: u32) -> Result<bool> {
+        let p = self.domid_call(MsgType::IsDomainIntroduced, domid)?;
+        match strings(&p).first().map(String::as_str) {
+            Some("T") => Ok(true),
+            Some("F") => Ok(false),
+            _ => Err(Error::Protocol(
+                "IS_DOMAIN_INTRODUCED answered neither T nor F".into(),
+            )),
+        }
+    }
+
+    /// Re-arms domain `domid`'s shutdown notification after it resumed
+    /// (RESUME).
+    pub fn resume(&mut self, domid: u32) -> Result<()> {
+        self.domid_call(MsgType::Resume, domid).map(drop)
+    }
+
+    /// Lets domain `domid` act for domain `target` (SET_TARGET: a device
+    /// model stub domain and its guest).
+    pub fn set_target(&mut self, domid: u32, target: u32) -> Result<()> {
+        let (d, t) = (domid.to_string(), target.to_string());
+        self.call(
+            MsgType::SetTarget,
+            Tx::NONE,
+            &nul_terminated(&[d.as_bytes(), t.as_bytes()]),
+        )
+        .map(drop)
+    }
+
+    /// The feature mask of this connection's domain (`None`) or of
+    /// `domid` (GET_FEATURE).
+    pub fn get_feature(&mut self, domid: Option<u32>) -> Result<u32> {
+        let arg = domid.map(|d| nul_terminated(&[d.to_string().as_bytes()]));
+        let p = self.call(MsgType::GetFeature, Tx::NONE, arg.as_deref().unwrap_or(b""))?;
+        number(&p, "GET_FEATURE")
+    }
+
+    /// Sets domain `domid`'s feature mask before it is introduced
+    /// (SET_FEATURE).
+    pub fn set_feature(&mut self, domid: u32, features: u32) -> Result<()> {
+        let (d, f) = (domid.to_string(), features.to_string());
+        self.call(
+            MsgType::SetFeature,
+            Tx::NONE,
+            &nul_terminated(&[d.as_bytes(), f.as_bytes()]),
+        )
+        .map(drop)
+    }
+
+    /// The names of the quotas the daemon keeps (GET_QUOTA without
+    /// arguments).
+    pub fn quota_names(&mut self) -> Result<Vec<String>> {
+        let p = self.call(MsgType::GetQuota, Tx::NONE, b"")?;
+        Ok(strings(&p)
+            .into_iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Quota `name`, global (`domid` `None`) or of one domain
+    /// (GET_QUOTA).
+    pub fn get_quota(&mut self, domid: Option<u32>, name: &str) -> Result<u64> {
+        let d = domid.map(|d| d.to_string());
+        let mut args: Vec<&[u8]> = Vec::new();
+        if let Some(d) = &d {
+            args.push(d.as_bytes());
+        }
+        args.push(name.as_bytes());
+        let p = self.call(MsgType::GetQuota, Tx::NONE, &nul_terminated(&args))?;
+        number(&p, "GET_QUOTA")
+    }
+
+    /// Sets quota `name`, global (`domid` `None`) or of one domain
+    /// (SET_QUOTA).
+    pub fn set_quota(&mut self, domid: Option<u32>, name: &str, value: u64) -> Result<()> {
+        let (d, v) = (domid.map(|d| d.to_string()), value.to_string());
+        let mut args: Vec<&[u8]> = Vec::new();
+        if let Some(d) = &d {
+            args.push(d.as_bytes());
+        }
+        args.push(name.as_bytes());
+        args.push(v.as_bytes());
+        self.call(MsgType::SetQuota, Tx::NONE, &nul_terminated(&args))
+            .map(drop)
+    }
+
+    /// A CONTROL command (`xenstore-control`'s): its words, and the
+    /// daemon's answer as text.
+    pub fn control(&mut self, words: &[&str]) -> Result<String> {
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        let p = self.call(MsgType::Control, Tx::NONE, &nul_terminated(&args))?;
+        let body = p.strip_suffix(&[0]).unwrap_or(&p);
+        Ok(String::from_utf8_lossy(body).into_owned())
+    }
+
+    fn domid_call(&mut self, t: MsgType, domid: u32) -> Result<Vec<u8>> {
+        self.call(
+            t,
+            Tx::NONE,
+            &nul_terminated(&[domid.to_string().as_bytes()]),
+        )
     }
 
     /// Starts a transaction.

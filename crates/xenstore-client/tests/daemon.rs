@@ -179,3 +179,89 @@ fn a_watch_storm_loses_nothing() {
     }
     writer.join().expect("writer");
 }
+
+/// A child list over one reply's 4096 bytes: DIRECTORY answers E2BIG and
+/// the client reads it with DIRECTORY_PART, whole and in creation order;
+/// short and empty lists read in parts give what DIRECTORY gives.
+#[test]
+fn a_long_directory_is_read_in_parts() {
+    let s = daemon();
+    let mut xs = client(&s);
+    let names: Vec<String> = (0..1500)
+        .map(|i| format!("a-child-with-a-long-name-{:04}", 1499 - i))
+        .collect();
+    let ids: Vec<_> = names
+        .iter()
+        .map(|n| {
+            xs.send(MsgType::Mkdir, Tx::NONE, format!("/big/{n}\0").as_bytes())
+                .expect("send")
+        })
+        .collect();
+    for id in ids {
+        xs.wait(id).expect("mkdir");
+    }
+    assert_eq!(
+        xs.call(MsgType::Directory, Tx::NONE, b"/big\0")
+            .expect_err("too long for one reply")
+            .xs(),
+        Some(XsError::E2big)
+    );
+    assert_eq!(xs.directory(Tx::NONE, "/big").expect("listing"), names);
+    // Inside a transaction too.
+    let tx = xs.transaction_start().expect("start");
+    assert_eq!(xs.directory(tx, "/big").expect("listing"), names);
+    xs.transaction_end(tx, false).expect("abort");
+    xs.write(Tx::NONE, "/small/x", b"").expect("write");
+    xs.mkdir(Tx::NONE, "/empty").expect("mkdir");
+    for p in ["/small", "/empty"] {
+        assert_eq!(
+            xs.directory_parts(Tx::NONE, p).expect("parts"),
+            xs.directory(Tx::NONE, p).expect("dir"),
+            "{p}"
+        );
+    }
+    assert!(xs
+        .directory_parts(Tx::NONE, "/empty")
+        .expect("parts")
+        .is_empty());
+}
+
+/// The domain, feature, quota and control operations, typed, on a daemon
+/// without Xen.
+#[test]
+fn domain_quota_and_control_operations_typed() {
+    let s = daemon();
+    let mut xs = client(&s);
+    assert!(xs.is_domain_introduced(0).expect("dom0"));
+    assert!(!xs.is_domain_introduced(7).expect("no domain 7"));
+    assert!(xs
+        .quota_names()
+        .expect("names")
+        .iter()
+        .any(|n| n == "nodes"));
+    xs.set_quota(None, "nodes", 2345).expect("set global");
+    assert_eq!(xs.get_quota(None, "nodes").expect("get global"), 2345);
+    assert_eq!(
+        xs.get_quota(None, "no-such-quota")
+            .expect_err("unknown quota")
+            .xs(),
+        Some(XsError::Einval)
+    );
+    assert!(xs.get_feature(None).is_ok());
+    // No Xen: no domain 7 to introduce or release.
+    assert!(xs.introduce(7, 1234, 5).expect_err("no Xen").xs().is_some());
+    assert!(xs.release(7).expect_err("not introduced").xs().is_some());
+    let answer = xs.control(&["quota"]).expect("control quota");
+    assert!(answer.contains("nodes"), "{answer}");
+    assert!(xs.control(&["no-such-command"]).is_err());
+
+    // RESET_WATCHES: the watch is gone, so a later write fires nothing;
+    // a new watch shows the connection still works.
+    xs.watch("/w", "t").expect("watch");
+    assert_eq!(xs.next_event().expect("initial").token, "t");
+    xs.reset_watches().expect("reset");
+    xs.write(Tx::NONE, "/w", b"1").expect("write");
+    xs.watch("/v", "u").expect("watch");
+    let e = xs.next_event().expect("initial of the new watch");
+    assert_eq!((e.path.as_str(), e.token.as_str()), ("/v", "u"));
+}
