@@ -103,21 +103,64 @@ impl fmt::Display for Perm {
 }
 
 /// A node's permission list; never empty.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PermList(Vec<Perm>);
+///
+/// Up to two entries (the owner and one ACL entry: nearly every node) are
+/// kept inline, so a node's permissions cost no allocation of their own.
+#[derive(Clone)]
+pub struct PermList(Entries);
+
+/// Entries kept inline when there are at most [`INLINE`].
+const INLINE: usize = 2;
+
+#[derive(Clone)]
+enum Entries {
+    Inline { len: u8, items: [Perm; INLINE] },
+    Heap(Box<[Perm]>),
+}
+
+impl PartialEq for PermList {
+    fn eq(&self, other: &PermList) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for PermList {}
+
+impl std::hash::Hash for PermList {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.entries().hash(state);
+    }
+}
+
+impl fmt::Debug for PermList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PermList").field(&self.entries()).finish()
+    }
+}
 
 impl PermList {
     /// The list `n<owner>`.
     pub fn owned_by(owner: u32, default: Access) -> PermList {
-        PermList(vec![Perm::new(default, owner)])
+        let p = Perm::new(default, owner);
+        PermList(Entries::Inline {
+            len: 1,
+            items: [p, p],
+        })
     }
 
     /// A list from entries; `None` if empty.
     pub fn from_vec(v: Vec<Perm>) -> Option<PermList> {
-        if v.is_empty() {
-            None
-        } else {
-            Some(PermList(v))
+        match *v.as_slice() {
+            [] => None,
+            [a] => Some(PermList(Entries::Inline {
+                len: 1,
+                items: [a, a],
+            })),
+            [a, b] => Some(PermList(Entries::Inline {
+                len: 2,
+                items: [a, b],
+            })),
+            _ => Some(PermList(Entries::Heap(v.into_boxed_slice()))),
         }
     }
 
@@ -132,45 +175,72 @@ impl PermList {
 
     /// The owner (first entry's domid).
     pub fn owner(&self) -> u32 {
-        self.0[0].domid
+        self.first().domid
     }
 
     /// The default access of unlisted domains (first entry's letter).
     pub fn default_access(&self) -> Access {
-        self.0[0].access
+        self.first().access
+    }
+
+    fn first(&self) -> Perm {
+        match &self.0 {
+            Entries::Inline { items, .. } => items[0],
+            // Never empty: from_vec keeps empty lists out.
+            Entries::Heap(v) => v.first().copied().unwrap_or(Perm::new(Access::None, 0)),
+        }
     }
 
     /// All entries, owner first.
     pub fn entries(&self) -> &[Perm] {
-        &self.0
+        match &self.0 {
+            Entries::Inline { len, items } => &items[..usize::from(*len)],
+            Entries::Heap(v) => v,
+        }
     }
 
     /// All entries, mutably. The list stays non-empty.
     pub fn entries_mut(&mut self) -> &mut [Perm] {
-        &mut self.0
+        match &mut self.0 {
+            Entries::Inline { len, items } => &mut items[..usize::from(*len)],
+            Entries::Heap(v) => v,
+        }
     }
 
     /// Replaces the owner's domid.
     pub fn set_owner(&mut self, domid: u32) {
-        self.0[0].domid = domid;
-        self.0[0].ignored = false;
+        if let Some(first) = self.entries_mut().first_mut() {
+            first.domid = domid;
+            first.ignored = false;
+        }
     }
 
     /// Drops the non-first entries naming `domid`; true if any was dropped.
     pub fn strip(&mut self, domid: u32) -> bool {
-        let before = self.0.len();
+        let before = self.len();
         let mut first = true;
-        self.0.retain(|p| {
-            let keep = first || p.domid != domid;
-            first = false;
-            keep
-        });
-        self.0.len() != before
+        let kept: Vec<Perm> = self
+            .entries()
+            .iter()
+            .copied()
+            .filter(|p| {
+                let keep = first || p.domid != domid;
+                first = false;
+                keep
+            })
+            .collect();
+        if kept.len() == before {
+            return false;
+        }
+        if let Some(l) = PermList::from_vec(kept) {
+            *self = l;
+        }
+        true
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Always false; present for API symmetry.
@@ -180,8 +250,8 @@ impl PermList {
 
     /// The wire form: every entry followed by a NUL.
     pub fn to_wire(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.len() * 6);
-        for p in &self.0 {
+        let mut out = Vec::with_capacity(self.len() * 6);
+        for p in self.entries() {
             out.extend_from_slice(p.to_string().as_bytes());
             out.push(0);
         }
@@ -191,7 +261,7 @@ impl PermList {
 
 impl fmt::Display for PermList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
+        for (i, p) in self.entries().iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -222,6 +292,28 @@ mod tests {
         assert_eq!(l.owner(), 5);
         assert_eq!(l.default_access(), Access::Read);
         assert!(PermList::parse(Vec::<&[u8]>::new()).is_err());
+    }
+
+    #[test]
+    fn short_and_long_lists_behave_alike() {
+        for n in 1..6u32 {
+            let v: Vec<Perm> = (0..n).map(|d| Perm::new(Access::Read, d)).collect();
+            let mut l = PermList::from_vec(v.clone()).unwrap();
+            assert_eq!(l.entries(), v.as_slice());
+            assert_eq!(l.len(), v.len());
+            assert_eq!(l.owner(), 0);
+            l.entries_mut()[0].access = Access::Write;
+            assert_eq!(l.default_access(), Access::Write);
+            l.set_owner(9);
+            assert_eq!(l.owner(), 9);
+            // Stripping every ACL entry leaves the owner, inline or not.
+            for d in 1..n {
+                assert!(l.strip(d));
+            }
+            assert_eq!(l.len(), 1);
+            assert_eq!(l, PermList::owned_by(9, Access::Write));
+        }
+        assert!(PermList::from_vec(Vec::new()).is_none());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! DIRECTORY_PART, whose replies are that size anyway; its length is kept,
 //! for the node-size quota and E2BIG.
 
-use bytes::Bytes;
 use std::sync::Arc;
 use xenstore_proto::PermList;
 
@@ -35,12 +34,16 @@ pub struct Children {
 enum ChildList {
     /// Few children, in creation order.
     Small(Vec<Arc<str>>),
-    /// Many: by sequence number (creation order) and by name.
-    Large {
-        by_seq: imbl::OrdMap<u64, Arc<str>>,
-        seq_of: imbl::HashMap<Arc<str>, u64>,
-        next: u64,
-    },
+    /// Many: by sequence number (creation order) and by name; boxed, so
+    /// that the many nodes with few children stay small.
+    Large(Box<LargeList>),
+}
+
+#[derive(Debug, Clone)]
+struct LargeList {
+    by_seq: imbl::OrdMap<u64, Arc<str>>,
+    seq_of: imbl::HashMap<Arc<str>, u64>,
+    next: u64,
 }
 
 impl Default for ChildList {
@@ -63,7 +66,7 @@ impl Children {
     pub fn len(&self) -> usize {
         match &self.list {
             ChildList::Small(v) => v.len(),
-            ChildList::Large { by_seq, .. } => by_seq.len(),
+            ChildList::Large(l) => l.by_seq.len(),
         }
     }
 
@@ -81,7 +84,7 @@ impl Children {
     pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match &self.list {
             ChildList::Small(v) => Box::new(v.iter().map(|s| &**s)),
-            ChildList::Large { by_seq, .. } => Box::new(by_seq.values().map(|s| &**s)),
+            ChildList::Large(l) => Box::new(l.by_seq.values().map(|s| &**s)),
         }
     }
 
@@ -89,7 +92,7 @@ impl Children {
     pub fn contains(&self, name: &str) -> bool {
         match &self.list {
             ChildList::Small(v) => v.iter().any(|c| &**c == name),
-            ChildList::Large { seq_of, .. } => seq_of.contains_key(name),
+            ChildList::Large(l) => l.seq_of.contains_key(name),
         }
     }
 
@@ -110,20 +113,16 @@ impl Children {
                     seq_of.insert(c, i as u64);
                 }
                 let next = by_seq.len() as u64;
-                self.list = ChildList::Large {
+                self.list = ChildList::Large(Box::new(LargeList {
                     by_seq,
                     seq_of,
                     next,
-                };
+                }));
             }
-            ChildList::Large {
-                by_seq,
-                seq_of,
-                next,
-            } => {
-                by_seq.insert(*next, n.clone());
-                seq_of.insert(n, *next);
-                *next += 1;
+            ChildList::Large(l) => {
+                l.by_seq.insert(l.next, n.clone());
+                l.seq_of.insert(n, l.next);
+                l.next += 1;
             }
         }
     }
@@ -138,9 +137,9 @@ impl Children {
                 }
                 None => false,
             },
-            ChildList::Large { by_seq, seq_of, .. } => match seq_of.remove(name) {
+            ChildList::Large(l) => match l.seq_of.remove(name) {
                 Some(seq) => {
-                    by_seq.remove(&seq);
+                    l.by_seq.remove(&seq);
                     true
                 }
                 None => false,
@@ -163,11 +162,76 @@ impl Children {
     }
 }
 
+/// Values up to this many bytes are kept inside the node.
+const INLINE_VALUE: usize = 22;
+
+/// A node's value: short ones (most of Xenstore's: states, numbers,
+/// names) inside the node, longer ones in one allocation of their size.
+#[derive(Clone)]
+pub struct Value(ValueRepr);
+
+#[derive(Clone)]
+enum ValueRepr {
+    Inline { len: u8, bytes: [u8; INLINE_VALUE] },
+    Heap(Box<[u8]>),
+}
+
+impl Value {
+    /// A copy of `v`.
+    pub fn new(v: &[u8]) -> Value {
+        if v.len() <= INLINE_VALUE {
+            let mut bytes = [0u8; INLINE_VALUE];
+            bytes[..v.len()].copy_from_slice(v);
+            Value(ValueRepr::Inline {
+                len: v.len() as u8,
+                bytes,
+            })
+        } else {
+            Value(ValueRepr::Heap(v.into()))
+        }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            ValueRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ValueRepr::Heap(b) => b,
+        }
+    }
+}
+
+impl Default for Value {
+    fn default() -> Value {
+        Value::new(&[])
+    }
+}
+
+impl std::ops::Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Value {}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// One node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// The value, arbitrary bytes.
-    pub value: Bytes,
+    pub value: Value,
     /// Owner first, then the ACL.
     pub perms: PermList,
     /// Child names in creation order.
@@ -181,7 +245,7 @@ impl Node {
     /// A node with no value and no children.
     pub fn new(perms: PermList) -> Node {
         Node {
-            value: Bytes::new(),
+            value: Value::default(),
             perms,
             children: Children::default(),
             generation: 0,

@@ -303,7 +303,7 @@ impl Store {
         ctx: &Ctx,
         ov: &mut Overlay,
         p: &str,
-        value: Option<bytes::Bytes>,
+        value: Option<crate::node::Value>,
     ) -> Result<(), XsError> {
         let db = &self.db;
         let existing = ov.get(db, p)?;

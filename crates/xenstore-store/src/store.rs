@@ -11,7 +11,6 @@ use crate::node::Node;
 use crate::quota::{Quota, QuotaSet, Usage};
 use crate::watch::{Registry, Watch};
 use crate::ConnId;
-use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use xenstore_proto::{
     args, feature, number, path, Access, Header, Message, MsgType, Perm, PermList, XsError,
@@ -1075,6 +1074,6 @@ pub(crate) fn nul_terminated(s: String) -> Vec<u8> {
 }
 
 /// The value of a WRITE as shared bytes.
-pub(crate) fn value_bytes(v: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(v)
+pub(crate) fn value_bytes(v: &[u8]) -> crate::node::Value {
+    crate::node::Value::new(v)
 }
