@@ -88,6 +88,27 @@ impl Children {
         }
     }
 
+    /// The names from position `key` on (see [`Children::keyed`]), each
+    /// with its key, in creation order.
+    pub fn keyed_from(&self, key: u64) -> Box<dyn Iterator<Item = (u64, &str)> + '_> {
+        match &self.list {
+            ChildList::Small(v) => Box::new(
+                v.iter()
+                    .enumerate()
+                    .skip(usize::try_from(key).unwrap_or(usize::MAX))
+                    .map(|(i, s)| (i as u64, &**s)),
+            ),
+            ChildList::Large(l) => Box::new(l.by_seq.range(key..).map(|(k, s)| (*k, &**s))),
+        }
+    }
+
+    /// The names with a key each: increasing in creation order, stable
+    /// while the list does not change, so that a listing can go on from a
+    /// name in O(log n) ([`Children::keyed_from`]).
+    pub fn keyed(&self) -> Box<dyn Iterator<Item = (u64, &str)> + '_> {
+        self.keyed_from(0)
+    }
+
     /// True if `name` is a child.
     pub fn contains(&self, name: &str) -> bool {
         match &self.list {

@@ -11,7 +11,7 @@ use crate::access::{Caller, PERM_OWNER, PERM_READ, PERM_WRITE};
 use crate::db::{Db, Overlay};
 use crate::node::Node;
 use crate::quota::Quota;
-use crate::store::{nul_terminated, value_bytes, Ctx, DomainOracle, Outcome, Store};
+use crate::store::{nul_terminated, value_bytes, Ctx, DomainOracle, Outcome, PartCursor, Store};
 use crate::watch::Match;
 use xenstore_proto::{args, feature, number, path, PermList, XsError, DOMID_ANY, PAYLOAD_MAX};
 
@@ -176,28 +176,59 @@ impl Store {
         let off = usize::try_from(off).unwrap_or(usize::MAX);
         let mut out = nul_terminated(node.generation.to_string());
         let genlen = out.len();
-        let wire = node.children.to_wire();
-        let list = &wire[..];
-        if off >= list.len() {
+        let total = node.children.wire_len();
+        if off >= total {
             out.push(0);
             return Ok(out);
         }
+        // Whole names from the one at byte `off` of the wire form, while
+        // the next still fits; the list itself is never built. The next
+        // part of a listing starts where the last one stopped.
+        let path = ctx.resolve(name, false)?.path;
+        let (start_key, start_pos) = match &self.part_cursor {
+            Some(c)
+                if tx.is_none()
+                    && c.offset == off
+                    && c.generation == node.generation
+                    && c.path == path =>
+            {
+                (c.key, off)
+            }
+            _ => (0, 0),
+        };
         let maxlen = PAYLOAD_MAX - genlen - 1;
+        let mut pos = start_pos;
         let mut len = 0;
-        loop {
-            let rest = &list[off + len..];
-            let name_len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            if len + name_len >= maxlen {
-                break;
+        let mut end = off;
+        let mut next_key = None;
+        for (key, name) in node.children.keyed_from(start_key) {
+            let next = pos + name.len() + 1;
+            if pos >= off || next > off {
+                // A name the offset points into is sent from the offset
+                // on, as C does with its byte copy.
+                let skip = off.saturating_sub(pos);
+                let piece = name.as_bytes().get(skip..).unwrap_or_default();
+                if len + piece.len() >= maxlen {
+                    next_key = Some(key);
+                    break;
+                }
+                out.extend_from_slice(piece);
+                out.push(0);
+                len += piece.len() + 1;
+                end = next;
             }
-            len += name_len + 1;
-            if off + len >= list.len() {
-                break;
-            }
+            pos = next;
         }
-        let end = (off + len).min(list.len());
-        out.extend_from_slice(&list[off..end]);
-        if end == list.len() {
+        self.part_cursor = match next_key {
+            Some(key) if tx.is_none() => Some(PartCursor {
+                path,
+                generation: node.generation,
+                offset: end,
+                key,
+            }),
+            _ => None,
+        };
+        if end >= total {
             out.push(0);
         }
         Ok(out)

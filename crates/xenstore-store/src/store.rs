@@ -178,6 +178,21 @@ pub struct Store {
     /// SET_TARGET links by target: the connections that act for a domain,
     /// cut when that domain goes.
     pub(crate) targeted: HashMap<u32, std::collections::BTreeSet<ConnId>>,
+    /// Where the last DIRECTORY_PART outside a transaction stopped, so the
+    /// next part of the same listing starts there instead of at the first
+    /// child.
+    pub(crate) part_cursor: Option<PartCursor>,
+}
+
+/// The end of a DIRECTORY_PART reply: the node (path and generation: any
+/// change to its child list changes the generation), the byte offset the
+/// next part asks for, and the key of the child found there.
+#[derive(Debug, Clone)]
+pub(crate) struct PartCursor {
+    pub(crate) path: String,
+    pub(crate) generation: u64,
+    pub(crate) offset: usize,
+    pub(crate) key: u64,
 }
 
 fn is_privileged_only(t: MsgType) -> bool {
@@ -209,6 +224,7 @@ impl Store {
             domains: BTreeMap::new(),
             watches: Registry::default(),
             targeted: HashMap::new(),
+            part_cursor: None,
         };
         let priv_domid = s.cfg.priv_domid;
         let root_perms = PermList::owned_by(priv_domid, Access::None);

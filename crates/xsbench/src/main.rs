@@ -20,6 +20,10 @@ enum Workload {
     Pipeline,
     /// WRITE under a watched subtree; latency until the event arrives.
     Watch,
+    /// The full child list of `/bench/list` (`--children` entries, made
+    /// before measuring): DIRECTORY, or DIRECTORY_PART in parts when it is
+    /// too long for one reply, as libxenstore reads it.
+    Listing,
 }
 
 /// Load generator for Xenstore daemons.
@@ -42,6 +46,9 @@ struct Args {
     /// store.
     #[arg(long, default_value_t = 0)]
     prefill: usize,
+    /// Children of `/bench/list` for the `listing` workload.
+    #[arg(long, default_value_t = 10_000)]
+    children: usize,
 }
 
 /// One connection: `xenstore-client` over the socket, with replies as the
@@ -152,6 +159,17 @@ fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Resul
                 }
                 st.ops += 64;
             }
+            Workload::Listing => {
+                let names = c.xs.directory(Tx::NONE, "/bench/list").map_err(io_err)?;
+                if names.len() != args.children {
+                    return Err(io::Error::other(format!(
+                        "listing gave {} children, not {}",
+                        names.len(),
+                        args.children
+                    )));
+                }
+                st.ops += 1;
+            }
             Workload::Watch => {
                 let id =
                     c.xs.send(MsgType::Write, Tx::NONE, &write_payload(&key, b"x"))
@@ -200,6 +218,28 @@ fn main() {
                 eprintln!("xsbench: prefill: {e}");
                 std::process::exit(1);
             }
+        }
+    }
+    if let Workload::Listing = args.workload {
+        let made = Conn::open(&socket).and_then(|mut c| {
+            c.xs.rm(Tx::NONE, "/bench/list").ok();
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            for i in 0..args.children {
+                names.push(format!("/bench/list/child-{i:05}\0").into_bytes());
+            }
+            for batch in names.chunks(64) {
+                let ids =
+                    c.xs.send_batch(batch.iter().map(|p| (MsgType::Mkdir, Tx::NONE, &p[..])))
+                        .map_err(io_err)?;
+                for id in ids {
+                    c.xs.wait(id).map_err(io_err)?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = made {
+            eprintln!("xsbench: making /bench/list: {e}");
+            std::process::exit(1);
         }
     }
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
