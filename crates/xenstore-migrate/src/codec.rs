@@ -84,6 +84,8 @@ fn check_message(m: &Message) -> FResult<()> {
     Ok(())
 }
 
+const EMPTY_NAME: &str = "empty quota name";
+
 fn check_quotas(q: &[Quota]) -> FResult<()> {
     if q.len() > u16::MAX as usize {
         return Err(Fault::Invalid("more than 65535 quota values"));
@@ -91,6 +93,9 @@ fn check_quotas(q: &[Quota]) -> FResult<()> {
     for quota in q {
         if quota.name.contains(&0) {
             return Err(Fault::Invalid("NUL inside a quota name"));
+        }
+        if quota.name.is_empty() {
+            return Err(Fault::Invalid(EMPTY_NAME));
         }
     }
     Ok(())
@@ -364,6 +369,11 @@ impl<'a> Cur<'a> {
             let Some(nul) = rest.iter().position(|&c| c == 0) else {
                 return Err(Fault::Invalid("quota name not NUL-terminated"));
             };
+            if nul == 0 {
+                // Also what the zero padding after the last name would
+                // read as.
+                return Err(Fault::Invalid(EMPTY_NAME));
+            }
             let name = rest[..nul].to_vec();
             self.pos += nul + 1;
             out.push(Quota { name, value });
