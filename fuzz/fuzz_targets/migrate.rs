@@ -29,8 +29,16 @@ fuzz_target!(|data: &[u8]| {
     // The first byte picks a header; the rest is the records.
     if let Some((&sel, rest)) = data.split_first() {
         let h = StreamHeader {
-            version: if sel & 1 == 0 { Version::V1 } else { Version::V2 },
-            endian: if sel & 2 == 0 { Endian::Little } else { Endian::Big },
+            version: if sel & 1 == 0 {
+                Version::V1
+            } else {
+                Version::V2
+            },
+            endian: if sel & 2 == 0 {
+                Endian::Little
+            } else {
+                Endian::Big
+            },
         };
         let mut stream = b"xenstore".to_vec();
         stream.extend_from_slice(&h.version.number().to_be_bytes());
