@@ -224,6 +224,21 @@ impl Db {
         self.put(path, node);
     }
 
+    /// Forgets every node (a live update's restore starts from nothing).
+    pub(crate) fn clear_raw(&mut self) {
+        self.nodes.clear();
+        self.by_owner.clear();
+        self.by_acl.clear();
+    }
+
+    /// Appends a child name to a node in place (a restore, which inserts
+    /// parents before children).
+    pub(crate) fn add_child_raw(&mut self, path: &str, child: &str) {
+        if let Some(n) = self.nodes.get_mut(path) {
+            n.add_child(child);
+        }
+    }
+
     /// Removes a node as it is (repairs).
     pub(crate) fn remove_raw(&mut self, path: &str) -> Option<Node> {
         self.take(path)

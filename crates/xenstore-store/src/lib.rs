@@ -16,7 +16,9 @@
 //! * watches ([`watch`]): absolute, relative and special paths, depth,
 //!   permission-filtered events for committed changes only;
 //! * domain records: introduction, release, shutdown, features, the
-//!   removal of a dead domain's nodes and ACL entries.
+//!   removal of a dead domain's nodes and ACL entries;
+//! * its part of a live update ([`migrate`]): nodes, watches and domain
+//!   records as records of Xen's migration stream, and back.
 //!
 //! The daemon (`rxenstored`) feeds it requests and carries out the
 //! [`Effect`]s; the hypervisor is reached only through [`DomainOracle`].
@@ -24,6 +26,7 @@
 pub mod access;
 pub mod db;
 mod domain;
+pub mod migrate;
 pub mod node;
 mod ops;
 pub mod quota;

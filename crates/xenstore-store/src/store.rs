@@ -266,6 +266,10 @@ impl Store {
         &self.db
     }
 
+    pub(crate) fn db_mut(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
     /// The watch registry.
     pub fn watches(&self) -> &Registry {
         &self.watches
