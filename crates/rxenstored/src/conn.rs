@@ -74,6 +74,18 @@ impl Output {
         self.items.len()
     }
 
+    /// What is still to write: the unwritten tail of the front message
+    /// (empty if it has not started going out), then the whole messages
+    /// after it (a live update hands these over).
+    pub fn pending(&self) -> (&[u8], impl Iterator<Item = &Queued>) {
+        let partial = match self.items.front() {
+            Some(q) if self.front_pos > 0 => q.bytes.get(self.front_pos..).unwrap_or_default(),
+            _ => &[],
+        };
+        let skip = usize::from(self.front_pos > 0);
+        (partial, self.items.iter().skip(skip))
+    }
+
     /// Queues a message.
     pub fn push(&mut self, q: Queued) {
         self.bytes += q.bytes.len();

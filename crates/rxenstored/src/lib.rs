@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod domain_state;
+pub mod live_update;
 pub mod logging;
 pub mod notify;
 pub mod server;

@@ -958,3 +958,143 @@ impl State {
         tracing::debug!("connection {id} closed: {reason}");
     }
 }
+
+/// Live update: the state handed from one binary to the next
+/// ([`crate::live_update`]).
+impl State {
+    /// The whole state as a migration stream of `version`: GLOBAL with the
+    /// listening socket's and the event channel's descriptors, each
+    /// connection (by descriptor) with its buffered input, unsent output
+    /// and watches, the tree, and (version 2) the domain records. `last`
+    /// is queued after everything else on its connection first (the reply
+    /// to the live-update command, which the next binary sends).
+    pub fn live_update_stream(
+        &mut self,
+        version: xenstore_migrate::Version,
+        socket_fd: i32,
+        evtchn_fd: i32,
+        last: Option<(u64, Message)>,
+    ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
+        use crate::live_update::{input_record, output_record, LiveUpdateError};
+        use xenstore_migrate as mig;
+        let rings = self.conns.values().filter(|c| c.ring().is_some()).count();
+        if rings > 0 {
+            return Err(LiveUpdateError::Rings(rings));
+        }
+        if let Some((id, m)) = last {
+            self.queue(id, m, None);
+        }
+        let endian = if cfg!(target_endian = "big") {
+            mig::Endian::Big
+        } else {
+            mig::Endian::Little
+        };
+        let mut w = mig::Writer::new(Vec::new(), mig::StreamHeader { version, endian })?;
+        w.write_record(&mig::Record::Global(mig::Global {
+            socket_fd,
+            evtchn_fd,
+        }))?;
+        let mut ids: Vec<u64> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
+            let fd = c.socket_fd().ok_or(LiveUpdateError::NoDescriptor(*id))?;
+            let stream_id = i as u32 + 1;
+            w.write_record(&mig::Record::Connection(mig::Connection {
+                conn_id: stream_id,
+                kind: mig::ConnKind::Socket { fd },
+                input: input_record(&c.decoder),
+                output: output_record(&c.out),
+                unique_id: None,
+            }))?;
+            for wr in self.store.watch_records(ConnId(*id), stream_id) {
+                w.write_record(&mig::Record::Watch(wr))?;
+            }
+        }
+        for n in self.store.node_records() {
+            w.write_record(&mig::Record::Node(n))?;
+        }
+        if version == mig::Version::V2 {
+            for d in self.store.domain_records() {
+                w.write_record(&mig::Record::Domain(d))?;
+            }
+        }
+        Ok(w.finish()?)
+    }
+
+    /// Takes over the state a previous binary handed over: each socket
+    /// connection through `adopt` (its descriptor), with its input, output
+    /// and watches; the tree; the domain records. A stream with ring
+    /// connections is refused before anything changes.
+    pub fn restore_live_update(
+        &mut self,
+        bytes: &[u8],
+        adopt: &mut dyn FnMut(i32) -> io::Result<Box<dyn Stream>>,
+    ) -> Result<(), crate::live_update::LiveUpdateError> {
+        use crate::live_update::{restore_input, restore_output, LiveUpdateError};
+        use xenstore_migrate as mig;
+        let stream = mig::Stream::read(bytes)?;
+        let rings = stream
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    mig::Record::Connection(mig::Connection {
+                        kind: mig::ConnKind::Ring { .. },
+                        ..
+                    })
+                )
+            })
+            .count();
+        if rings > 0 {
+            return Err(LiveUpdateError::Rings(rings));
+        }
+        let nodes: Vec<mig::Node> = stream
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                mig::Record::Node(n) if n.transaction.is_none() => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        self.store
+            .restore_nodes(&nodes)
+            .map_err(|e| LiveUpdateError::State(e.to_string()))?;
+        let mut by_stream_id: HashMap<u32, u64> = HashMap::new();
+        for r in &stream.records {
+            match r {
+                mig::Record::Connection(c) => {
+                    let mig::ConnKind::Socket { fd } = c.kind else {
+                        continue;
+                    };
+                    let s = adopt(fd).map_err(|source| LiveUpdateError::Adopt { fd, source })?;
+                    let id = self.add_socket(s);
+                    let now = self.now;
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        restore_input(&c.input, &mut conn.decoder);
+                        restore_output(&c.output, &mut conn.out, now);
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(id);
+                        }
+                    }
+                    by_stream_id.insert(c.conn_id, id);
+                }
+                mig::Record::Watch(w) => {
+                    let id = by_stream_id.get(&w.conn_id).copied().ok_or_else(|| {
+                        LiveUpdateError::State(format!("watch of unknown connection {}", w.conn_id))
+                    })?;
+                    self.store
+                        .restore_watch(ConnId(id), w)
+                        .map_err(|e| LiveUpdateError::State(e.to_string()))?;
+                }
+                mig::Record::Domain(d) => self.store.restore_domain(d),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -134,6 +134,13 @@ impl Decoder {
         self.buf.len() - self.start
     }
 
+    /// The bytes received but not yet returned as messages (whole
+    /// messages not yet taken, then the beginning of the next one): what a
+    /// live update hands over.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     /// True when a partial message is waiting for more bytes.
     pub fn has_partial(&self) -> bool {
         self.buffered() > 0
