@@ -181,6 +181,11 @@ pub struct Options {
     #[arg(long = "no-xen")]
     pub no_xen: bool,
 
+    /// Live update: take over the state and connections a previous
+    /// xenstored left (its `live-update` command runs the new binary so).
+    #[arg(short = 'U', long = "live-update")]
+    pub live_update: bool,
+
     /// Settings file (TOML; keys are these long option names). Default:
     /// /etc/xen/rxenstored.toml when it exists. The command line wins.
     #[arg(long = "config", value_name = "FILE")]

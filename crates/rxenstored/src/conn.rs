@@ -353,6 +353,9 @@ pub struct Connection {
     pub paused: bool,
     /// Watch events dropped since the queue last had room.
     pub dropped_events: u64,
+    /// A TRANSACTION_START held while a live update waits for open
+    /// transactions to end.
+    pub held: Option<xenstore_proto::Message>,
 }
 
 impl Connection {
@@ -369,6 +372,7 @@ impl Connection {
             stalled: false,
             paused: false,
             dropped_events: 0,
+            held: None,
         }
     }
 

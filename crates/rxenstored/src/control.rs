@@ -12,8 +12,10 @@
 //! | `quota-soft` | none, `set <name> <val>` | likewise for soft quotas |
 //! | `help` | none | the command list |
 //!
-//! `live-update` is recognised but not implemented yet: `ENOSYS`.
-//! Unknown commands give `EINVAL`, as in C.
+//! `live-update` (`-f <file>`, `-c <cmdline>`, `-s [-t <secs>] [-F] [-v
+//! <version>]`, `-a`) is the daemon's, not the store's: the session, the
+//! wait for transactions and the switch are in `state.rs` and
+//! `live_update.rs`. Unknown commands give `EINVAL`, as in C.
 
 use crate::trace::{Switch, Trace};
 use std::fmt::Write as _;
@@ -31,6 +33,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("print", "<string>"),
     ("quota", "[set <name> <val>|<domid>|max [-r]]"),
     ("quota-soft", "[set <name> <val>]"),
+    (
+        "live-update",
+        "-f <file> | -c <cmdline> | -s [-t <secs>] [-F] [-v <version>] | -a",
+    ),
     ("help", ""),
 ];
 
@@ -108,7 +114,8 @@ pub fn run(
             }
             Ok(Reply::Text(s))
         }
-        b"live-update" => Err(XsError::Enosys),
+        // Handled by the daemon's state before the store sees it.
+        b"live-update" => Err(XsError::Einval),
         _ => Err(XsError::Einval),
     }
 }

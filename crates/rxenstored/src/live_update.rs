@@ -217,3 +217,210 @@ mod tests {
         assert_eq!(a, b);
     }
 }
+
+/// An open live-update session (`live-update -f`), bound to the connection
+/// that opened it.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection that opened it.
+    pub conn: u64,
+    /// The new binary.
+    pub binary: std::path::PathBuf,
+    /// Its command line (`-c`), if not the current one.
+    pub cmdline: Option<String>,
+    /// Set by `-s`.
+    pub start: Option<Start>,
+    /// The switch was asked of the loop.
+    pub going: bool,
+}
+
+impl Session {
+    /// A session of `conn` for `binary`.
+    pub fn new(conn: u64, binary: std::path::PathBuf) -> Session {
+        Session {
+            conn,
+            binary,
+            cmdline: None,
+            start: None,
+            going: false,
+        }
+    }
+}
+
+/// `live-update -s`: waiting for transactions to end.
+#[derive(Debug)]
+pub struct Start {
+    /// The request, answered when the update happens or fails.
+    pub request: Header,
+    /// `-F`: go at the timeout even with transactions open (they are
+    /// lost).
+    pub force: bool,
+    /// `-t` (C's default: 0, no wait).
+    pub timeout: std::time::Duration,
+    /// `-v`.
+    pub version: mig::Version,
+    /// When `-s` came.
+    pub since: Instant,
+}
+
+/// What the loop needs to hand over and run the next binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Go {
+    /// The connection whose `-s` is answered `OK` by the next binary.
+    pub conn: u64,
+    /// That request.
+    pub request: Header,
+    /// The new binary.
+    pub binary: std::path::PathBuf,
+    /// Its command line (`-c`), split on blanks; else the current one.
+    pub cmdline: Option<String>,
+    /// The stream version.
+    pub version: mig::Version,
+}
+
+/// A `live-update` command's arguments (after the word `live-update`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `-f <file>`.
+    Binary(std::path::PathBuf),
+    /// `-c <cmdline>`.
+    Cmdline(String),
+    /// `-s [-t <secs>] [-F] [-v <version>]`; `version` `None` when not
+    /// one this daemon writes.
+    Start {
+        /// `-F`.
+        force: bool,
+        /// `-t`.
+        timeout: std::time::Duration,
+        /// `-v` (default 2).
+        version: Option<mig::Version>,
+    },
+    /// `-a`.
+    Abort,
+}
+
+impl Command {
+    /// Parses C's argument forms; anything else is `EINVAL`, as in C.
+    pub fn parse(words: &[&[u8]]) -> Result<Command, xenstore_proto::XsError> {
+        use xenstore_proto::XsError::Einval;
+        let text = |w: &[u8]| String::from_utf8_lossy(w).into_owned();
+        match words {
+            [b"-a"] => Ok(Command::Abort),
+            [b"-c", line] => Ok(Command::Cmdline(text(line))),
+            [b"-f", file] => Ok(Command::Binary(text(file).into())),
+            [b"-s", rest @ ..] => {
+                let mut force = false;
+                let mut timeout = 0u64;
+                let mut version = Some(mig::Version::V2);
+                let mut it = rest.iter();
+                while let Some(w) = it.next() {
+                    match *w {
+                        b"-F" => force = true,
+                        b"-t" => {
+                            let v = it.next().ok_or(Einval)?;
+                            timeout = xenstore_proto::number::atoi(v).max(0) as u64;
+                        }
+                        b"-v" => {
+                            let v = it.next().ok_or(Einval)?;
+                            version = u32::try_from(xenstore_proto::number::atoi(v))
+                                .ok()
+                                .and_then(mig::Version::from_number);
+                        }
+                        _ => return Err(Einval),
+                    }
+                }
+                Ok(Command::Start {
+                    force,
+                    timeout: std::time::Duration::from_secs(timeout),
+                    version,
+                })
+            }
+            _ => Err(Einval),
+        }
+    }
+}
+
+/// `-f`'s check, with C's answers.
+pub fn check_binary(path: &std::path::Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|_| "File not accessible.")?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err("File not executable.");
+    }
+    Ok(())
+}
+
+/// The new binary's arguments: the `-c` line split on blanks, or the
+/// current ones; `-U` added if missing. (The fork's internal flag stays:
+/// it tells the new binary that its standard error is gone, so it logs to
+/// syslog as the old one did.)
+pub fn next_argv(cmdline: Option<&str>, current: &[std::ffi::OsString]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = match cmdline {
+        Some(line) => line
+            .split([' ', '\t'])
+            .filter(|w| !w.is_empty())
+            .map(Into::into)
+            .collect(),
+        None => current.to_vec(),
+    };
+    if !v.iter().any(|a| a == "-U" || a == "--live-update") {
+        v.push("-U".into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    #[test]
+    fn c_forms_parse_and_others_are_einval() {
+        let w = |s: &[&str]| -> Vec<Vec<u8>> { s.iter().map(|x| x.as_bytes().to_vec()).collect() };
+        let p = |s: &[&str]| {
+            let v = w(s);
+            let r: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
+            Command::parse(&r)
+        };
+        assert_eq!(p(&["-a"]), Ok(Command::Abort));
+        assert_eq!(p(&["-f", "/x"]), Ok(Command::Binary("/x".into())));
+        assert_eq!(p(&["-c", "a b"]), Ok(Command::Cmdline("a b".into())));
+        assert_eq!(
+            p(&["-s", "-t", "5", "-F", "-v", "1"]),
+            Ok(Command::Start {
+                force: true,
+                timeout: std::time::Duration::from_secs(5),
+                version: Some(mig::Version::V1)
+            })
+        );
+        assert!(matches!(
+            p(&["-s", "-v", "3"]),
+            Ok(Command::Start { version: None, .. })
+        ));
+        for bad in [
+            &["-s", "-x"][..],
+            &["-a", "x"],
+            &["-f"],
+            &["-q"],
+            &[],
+            &["-s", "-t"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_next_command_line_has_minus_u_once() {
+        let cur: Vec<std::ffi::OsString> = ["-N", "--internal-daemon-child", "-E", "5"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(
+            next_argv(None, &cur),
+            ["-N", "--internal-daemon-child", "-E", "5", "-U"]
+        );
+        assert_eq!(
+            next_argv(Some("-N  -U\t-W 3"), &cur),
+            ["-N", "-U", "-W", "3"]
+        );
+    }
+}

@@ -30,14 +30,16 @@ fn main() -> ExitCode {
         print_version(&opts);
         return ExitCode::SUCCESS;
     }
-    if !opts.no_fork && !opts.daemon_child {
+    // A live update's new binary runs in the process of the old one.
+    if !opts.no_fork && !opts.daemon_child && !opts.live_update {
         return spawn_daemon(&opts);
     }
     match run(&opts, &loaded.notes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("rxenstored: {msg}");
-            if opts.daemon_child {
+            tracing::error!("{msg}");
+            if opts.daemon_child && !opts.live_update {
                 println!("ERROR {msg}");
             }
             ExitCode::FAILURE
@@ -144,7 +146,7 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
     for n in notes {
         tracing::info!("{n}");
     }
-    if opts.daemon_child {
+    if opts.daemon_child && !opts.live_update {
         // Detach from the caller's session and terminal.
         rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
     }
@@ -193,7 +195,12 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
             },
         }),
     };
-    let mut srv = server::Server::new(cfg).map_err(|e| e.to_string())?;
+    let mut srv = if opts.live_update {
+        server::Server::take_over(cfg)
+    } else {
+        server::Server::new(cfg)
+    }
+    .map_err(|e| e.to_string())?;
     let log2 = log.clone();
     srv.on_hangup(Box::new(move || {
         let _ = log2.reopen();
@@ -207,10 +214,16 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
         "serving on {} (priv domid {priv_domid}, store domid {store_domid})",
         socket.display()
     );
-    if let Err(e) = notify::ready() {
-        tracing::warn!("cannot notify systemd: {e}");
+    // After a live update the daemon is already ready in the eyes of
+    // whoever started the first binary, and nobody waits on its output.
+    if !opts.live_update {
+        if let Err(e) = notify::ready() {
+            tracing::warn!("cannot notify systemd: {e}");
+        }
     }
-    if opts.daemon_child {
+    if opts.live_update {
+        tracing::info!("live update: serving in process {}", std::process::id());
+    } else if opts.daemon_child {
         println!("{READY_LINE}");
         let _ = std::io::stdout().flush();
         // Standard output was the pipe to the parent: point it at /dev/null.

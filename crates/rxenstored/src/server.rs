@@ -70,6 +70,9 @@ pub enum StartError {
     /// A trace switch does not exist.
     #[error("unknown trace switch {0:?} (known: +io, -io, +obj, -obj)")]
     TraceSwitch(String),
+    /// The state handed over by a live update cannot be taken.
+    #[error("live update: {0}")]
+    TakeOver(String),
     /// Event loop set-up failed.
     #[error("event loop: {0}")]
     Poll(io::Error),
@@ -92,6 +95,19 @@ pub struct Server {
     /// when a connection closes, or at this time at the latest.
     accept_blocked: Option<Instant>,
     on_hangup: Option<Box<dyn FnMut()>>,
+    /// The arguments the next binary gets when `-c` does not say (this
+    /// process's own, without the program name).
+    args: Vec<std::ffi::OsString>,
+}
+
+/// Where a live update leaves the state for the next binary: next to the
+/// socket (`$XENSTORED_RUNDIR/state_dump` with the default socket, as C).
+pub fn state_file(socket: &std::path::Path) -> PathBuf {
+    socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join("state_dump")
 }
 
 /// Binds the socket: refuses if a live daemon answers on it, removes a
@@ -118,6 +134,21 @@ fn bind(path: &PathBuf) -> Result<UnixListener, StartError> {
 impl Server {
     /// Binds the socket and prepares the loop.
     pub fn new(cfg: ServerConfig) -> Result<Server, StartError> {
+        Server::start(cfg, None)
+    }
+
+    /// Takes over from the binary before this one (`-U`): the listening
+    /// socket and the connections it handed over in the state file next to
+    /// the socket, which is then removed.
+    pub fn take_over(cfg: ServerConfig) -> Result<Server, StartError> {
+        let file = state_file(&cfg.socket);
+        let bytes = std::fs::read(&file)
+            .map_err(|e| StartError::TakeOver(format!("{}: {e}", file.display())))?;
+        let _ = std::fs::remove_file(&file);
+        Server::start(cfg, Some(bytes))
+    }
+
+    fn start(cfg: ServerConfig, handed_over: Option<Vec<u8>>) -> Result<Server, StartError> {
         let mut trace = Trace::open(cfg.trace_file.as_deref()).map_err(StartError::Trace)?;
         for sw in &cfg.trace_control {
             let (on, name) = match sw.split_at_checked(1) {
@@ -130,7 +161,30 @@ impl Server {
             trace.set(s, on);
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
-        let mut listener = bind(&cfg.socket)?;
+        let mut inherited = xen_stable::inherit::Inherited::new();
+        let mut listener = match &handed_over {
+            None => bind(&cfg.socket)?,
+            Some(bytes) => {
+                let global = xenstore_migrate::Stream::read(bytes)
+                    .map_err(|e| StartError::TakeOver(e.to_string()))?
+                    .records
+                    .into_iter()
+                    .find_map(|r| match r {
+                        xenstore_migrate::Record::Global(g) => Some(g),
+                        _ => None,
+                    })
+                    .ok_or_else(|| StartError::TakeOver("no GLOBAL record".into()))?;
+                let fd = inherited
+                    .take(global.socket_fd)
+                    .map_err(|e| StartError::TakeOver(format!("listening socket: {e}")))?;
+                let l = std::os::unix::net::UnixListener::from(fd);
+                l.set_nonblocking(true)
+                    .map_err(|e| StartError::TakeOver(e.to_string()))?;
+                xen_stable::inherit::close_on_exec(std::os::fd::AsRawFd::as_raw_fd(&l))
+                    .map_err(|e| StartError::TakeOver(e.to_string()))?;
+                UnixListener::from_std(l)
+            }
+        };
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(StartError::Poll)?;
@@ -163,7 +217,28 @@ impl Server {
             },
         };
         let socket = cfg.socket.clone();
-        let state = State::new(cfg, trace, xen, Instant::now());
+        let mut state = State::new(cfg, trace, xen, Instant::now());
+        if let Some(bytes) = &handed_over {
+            state
+                .restore_live_update(bytes, &mut |fd| {
+                    let owned = inherited.take(fd)?;
+                    xen_stable::inherit::close_on_exec(std::os::fd::AsRawFd::as_raw_fd(&owned))?;
+                    let s = std::os::unix::net::UnixStream::from(owned);
+                    s.set_nonblocking(true)?;
+                    Ok(Box::new(mio::net::UnixStream::from_std(s)))
+                })
+                .map_err(|e| StartError::TakeOver(e.to_string()))?;
+            for (id, fd) in state.socket_fds() {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE)
+                    .map_err(StartError::Poll)?;
+            }
+            tracing::info!(
+                "live update: took over {} connection(s) and {} nodes",
+                state.socket_fds().len(),
+                state.store().db().len()
+            );
+        }
         Ok(Server {
             poll,
             listener,
@@ -174,6 +249,7 @@ impl Server {
             accept_pending: false,
             accept_blocked: None,
             on_hangup: None,
+            args: std::env::args_os().skip(1).collect(),
         })
     }
 
@@ -256,6 +332,11 @@ impl Server {
                         self.state.close(id, &format!("poll: {e}"));
                     }
                 }
+                Action::LiveUpdate(go) => {
+                    // Returns only if the new binary could not be run.
+                    let why = self.live_update(&go);
+                    self.state.live_update_failed(&why);
+                }
             }
         }
         let closed = self.state.take_closed();
@@ -293,6 +374,70 @@ impl Server {
 
     /// Accepts pending connections, at most [`ACCEPTS_PER_TURN`] per turn
     /// so that clients reconnecting in a loop cannot starve the others.
+    /// Hands the state over and runs the next binary in this process
+    /// (same pid, same socket, every connection kept): the state file next
+    /// to the socket, the descriptors kept open across `exec`. Returns
+    /// only on failure, with C's answer to the `-s` request.
+    fn live_update(&mut self, go: &crate::live_update::Go) -> String {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let ok = xenstore_proto::Message::reply(&go.request, b"OK\0".to_vec());
+        let bytes = match self.state.live_update_stream(
+            go.version,
+            self.listener.as_raw_fd(),
+            -1,
+            Some((go.conn, ok)),
+        ) {
+            Ok(b) => b,
+            Err(e) => return format!("Dump state error: {e}"),
+        };
+        let file = state_file(&self.socket);
+        let written = {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&file)
+                .and_then(|mut f| f.write_all(&bytes))
+        };
+        if let Err(e) = written {
+            return format!("Dump state open error: {e}");
+        }
+        let fds: Vec<i32> = std::iter::once(self.listener.as_raw_fd())
+            .chain(self.state.socket_fds().into_iter().map(|(_, fd)| fd))
+            .collect();
+        // The descriptors belong to the listener and the state's streams,
+        // alive throughout.
+        let keep = |fd: i32, on: bool| {
+            if on {
+                xen_stable::inherit::keep_across_exec(fd)
+            } else {
+                xen_stable::inherit::close_on_exec(fd)
+            }
+        };
+        for fd in &fds {
+            if let Err(e) = keep(*fd, true) {
+                fds.iter().for_each(|fd| drop(keep(*fd, false)));
+                let _ = std::fs::remove_file(&file);
+                return format!("Dump state error: descriptor {fd}: {e}");
+            }
+        }
+        let argv = crate::live_update::next_argv(go.cmdline.as_deref(), &self.args);
+        tracing::info!(
+            "live update: handing {} bytes of state to {} {:?}",
+            bytes.len(),
+            go.binary.display(),
+            argv
+        );
+        let err = std::process::Command::new(&go.binary).args(&argv).exec();
+        fds.iter().for_each(|fd| drop(keep(*fd, false)));
+        let _ = std::fs::remove_file(&file);
+        format!("Error activating new binary. ({err})")
+    }
+
     fn accept(&mut self, now: Instant) {
         self.accept_pending = false;
         let was_blocked = self.accept_blocked.take().is_some();

@@ -62,7 +62,7 @@ pub const OUT_HIGH: usize = 1 << 20;
 pub const OUT_LIMIT: usize = 64 << 20;
 
 /// What the state asks of the event loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Poll socket `id` (descriptor `fd`) for writability too, or no
     /// longer.
@@ -74,6 +74,10 @@ pub enum Action {
         /// Whether to wait for writability.
         writable: bool,
     },
+    /// A live update may happen now (`live-update -s`, no transaction in
+    /// the way): the loop hands the state over and runs the new binary,
+    /// or reports the failure with [`State::live_update_failed`].
+    LiveUpdate(crate::live_update::Go),
 }
 
 /// An outstanding request: how many queued messages (its reply, the watch
@@ -112,6 +116,11 @@ pub struct State {
     closed: Vec<Box<dyn Stream>>,
     /// One buffer for every socket read (not one allocation per read).
     read_buf: Vec<u8>,
+    /// The live-update session, if one is open (`live-update -f`).
+    live_update: Option<crate::live_update::Session>,
+    /// Since when each connection has had a transaction open (the oldest
+    /// open one), for live update's wait.
+    tx_since: HashMap<u64, Instant>,
 }
 
 impl State {
@@ -139,6 +148,8 @@ impl State {
             actions: Vec::new(),
             closed: Vec::new(),
             read_buf: vec![0u8; READ_CHUNK],
+            live_update: None,
+            tx_since: HashMap::new(),
         };
         s.attach_local_ring();
         s.adopt_existing_domains();
@@ -163,7 +174,11 @@ impl State {
 
     /// When the state wants to be served again at the latest.
     pub fn deadline(&self) -> Option<Instant> {
-        self.next_expiry
+        // A started live update looks at the transactions in its way often.
+        let lu = self
+            .live_update_started()
+            .then(|| self.now + Duration::from_millis(100));
+        [self.next_expiry, lu].into_iter().flatten().min()
     }
 
     /// What the loop must do for the state.
@@ -175,6 +190,18 @@ impl State {
     /// them (freeing their descriptors).
     pub fn take_closed(&mut self) -> Vec<Box<dyn Stream>> {
         std::mem::take(&mut self.closed)
+    }
+
+    /// Every socket connection and its descriptor (a live update keeps
+    /// them open across `exec`; a take-over registers them with the loop).
+    pub fn socket_fds(&self) -> Vec<(u64, RawFd)> {
+        let mut v: Vec<(u64, RawFd)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.socket_fd().map(|fd| (*id, fd)))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// The store (read-only, for tests and reports).
@@ -218,6 +245,7 @@ impl State {
                 self.turn(id);
             }
         }
+        self.check_live_update();
         self.flush_dirty();
         if self.next_expiry.is_some_and(|t| self.now >= t) {
             self.expire_backlog();
@@ -395,10 +423,29 @@ impl State {
         let mut made = 0;
         let mut read = 0;
         while self.may_read(id) {
+            let lu_started = self.live_update_started();
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
+            if c.held.is_some() {
+                if lu_started {
+                    break;
+                }
+                if let Some(m) = c.held.take() {
+                    made += self.dispatch(id, m);
+                    handled += 1;
+                }
+                continue;
+            }
             match c.decoder.next_message() {
+                Ok(Some(m)) if m.kind() == Some(MsgType::TransactionStart) && lu_started => {
+                    // A live update waits for open transactions to end:
+                    // no new one starts meanwhile (as C).
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.held = Some(m);
+                    }
+                    break;
+                }
                 Ok(Some(m)) => {
                     made += self.dispatch(id, m);
                     handled += 1;
@@ -514,7 +561,16 @@ impl State {
             );
             Ticket(t)
         });
+        let tx_msg = matches!(
+            msg.kind(),
+            Some(MsgType::TransactionStart | MsgType::TransactionEnd)
+        );
         let outcome = match msg.kind() {
+            Some(MsgType::Control)
+                if args::strings(&msg.payload).first() == Some(&&b"live-update"[..]) =>
+            {
+                self.live_update_command(id, &msg)
+            }
             Some(MsgType::Control) => self.control(id, &msg),
             Some(MsgType::Introduce) => self.introduce(id, &msg),
             _ => {
@@ -522,6 +578,13 @@ impl State {
                 self.store.handle(ConnId(id), &msg, &oracle)
             }
         };
+        if tx_msg {
+            if self.store.transaction_count(ConnId(id)) == 0 {
+                self.tx_since.remove(&id);
+            } else {
+                self.tx_since.entry(id).or_insert(self.now);
+            }
+        }
         let made = outcome.out.iter().map(|(_, m)| m.wire_len()).sum();
         self.deliver(outcome, ticket);
         if let Some(t) = ticket {
@@ -953,6 +1016,12 @@ impl State {
             }
         }
         self.store.disconnect(ConnId(id));
+        self.tx_since.remove(&id);
+        if self.live_update.as_ref().is_some_and(|l| l.conn == id) {
+            // The session belongs to its connection (as in C).
+            self.live_update = None;
+            self.release_held();
+        }
         self.trace
             .obj(&format!("connection destroyed: {reason}"), id);
         tracing::debug!("connection {id} closed: {reason}");
@@ -966,10 +1035,11 @@ impl State {
     /// listening socket's and the event channel's descriptors, each
     /// connection (by descriptor) with its buffered input, unsent output
     /// and watches, the tree, and (version 2) the domain records. `last`
-    /// is queued after everything else on its connection first (the reply
-    /// to the live-update command, which the next binary sends).
+    /// goes after everything else in its connection's output (the reply
+    /// to the live-update command, which the next binary sends); the state
+    /// itself is not changed.
     pub fn live_update_stream(
-        &mut self,
+        &self,
         version: xenstore_migrate::Version,
         socket_fd: i32,
         evtchn_fd: i32,
@@ -980,9 +1050,6 @@ impl State {
         let rings = self.conns.values().filter(|c| c.ring().is_some()).count();
         if rings > 0 {
             return Err(LiveUpdateError::Rings(rings));
-        }
-        if let Some((id, m)) = last {
-            self.queue(id, m, None);
         }
         let endian = if cfg!(target_endian = "big") {
             mig::Endian::Big
@@ -1002,11 +1069,20 @@ impl State {
             };
             let fd = c.socket_fd().ok_or(LiveUpdateError::NoDescriptor(*id))?;
             let stream_id = i as u32 + 1;
+            let mut output = output_record(&c.out);
+            if let Some((_, m)) = last.as_ref().filter(|(l, _)| l == id) {
+                output.messages.push(xenstore_migrate::Message {
+                    msg_type: m.header.msg_type,
+                    req_id: m.header.req_id,
+                    tx_id: m.header.tx_id,
+                    payload: m.payload.clone(),
+                });
+            }
             w.write_record(&mig::Record::Connection(mig::Connection {
                 conn_id: stream_id,
                 kind: mig::ConnKind::Socket { fd },
                 input: input_record(&c.decoder),
-                output: output_record(&c.out),
+                output,
                 unique_id: None,
             }))?;
             for wr in self.store.watch_records(ConnId(*id), stream_id) {
@@ -1096,5 +1172,181 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+/// Live update's session (`CONTROL live-update`, as C xenstored speaks it).
+impl State {
+    fn live_update_started(&self) -> bool {
+        self.live_update.as_ref().is_some_and(|l| l.start.is_some())
+    }
+
+    /// Serves connections holding a TRANSACTION_START again.
+    fn release_held(&mut self) {
+        let held: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.held.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in held {
+            self.schedule(id);
+        }
+    }
+
+    fn live_update_command(&mut self, id: u64, msg: &Message) -> Outcome {
+        use crate::live_update::{Command, Session, Start};
+        let h = msg.header;
+        let reply = |m: Message| Outcome {
+            out: vec![(ConnId(id), m)],
+            effects: Vec::new(),
+        };
+        let text = |s: &str| {
+            let mut p = s.as_bytes().to_vec();
+            p.push(0);
+            Message::reply(&h, p)
+        };
+        if let Err(e) = self.store.gate(ConnId(id), &h) {
+            return reply(Message::error(&h, e));
+        }
+        let words = args::strings(&msg.payload);
+        let cmd = match Command::parse(words.get(1..).unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => return reply(Message::error(&h, e)),
+        };
+        let mine = self.live_update.as_ref().is_some_and(|l| l.conn == id);
+        let answer = match cmd {
+            Command::Binary(path) => {
+                if self.live_update.is_some() {
+                    "live-update session already active."
+                } else {
+                    match crate::live_update::check_binary(&path) {
+                        Err(why) => why,
+                        Ok(()) => {
+                            tracing::info!("live-update: binary {}", path.display());
+                            self.live_update = Some(Session::new(id, path));
+                            "OK"
+                        }
+                    }
+                }
+            }
+            Command::Cmdline(line) => match &mut self.live_update {
+                Some(l) if mine => {
+                    tracing::info!("live-update: command line {line}");
+                    l.cmdline = Some(line);
+                    "OK"
+                }
+                _ => "Not in live-update session.",
+            },
+            Command::Abort => {
+                if self.live_update.take().is_some() {
+                    tracing::info!("live-update: abort");
+                    self.release_held();
+                    "OK"
+                } else {
+                    "No live-update session active."
+                }
+            }
+            Command::Start {
+                force,
+                timeout,
+                version,
+            } => match &mut self.live_update {
+                Some(l) if mine => match version {
+                    None => "Migration stream version not supported.",
+                    Some(version) => {
+                        tracing::info!(
+                            "live-update: start, force={force}, timeout={}s",
+                            timeout.as_secs()
+                        );
+                        // The reply waits for the switch (the next binary
+                        // sends it) or for the failure.
+                        l.start = Some(Start {
+                            request: h,
+                            force,
+                            timeout,
+                            version,
+                            since: self.now,
+                        });
+                        return Outcome::default();
+                    }
+                },
+                _ => "Not in live-update session.",
+            },
+        };
+        reply(text(answer))
+    }
+
+    /// Each round: whether a started live update may go now, or has waited
+    /// too long for transactions.
+    fn check_live_update(&mut self) {
+        let Some(l) = &mut self.live_update else {
+            return;
+        };
+        let Some(st) = &l.start else { return };
+        if l.going {
+            return;
+        }
+        let now = self.now;
+        let total = self.tx_since.len();
+        let long = self
+            .tx_since
+            .values()
+            .filter(|t| now.saturating_duration_since(**t) >= st.timeout)
+            .count();
+        // As C: no transaction open, or all of them older than the
+        // timeout and the update forced.
+        let allowed = total == 0 || (st.force && long == total);
+        if allowed {
+            l.going = true;
+            let go = crate::live_update::Go {
+                conn: l.conn,
+                request: st.request,
+                binary: l.binary.clone(),
+                cmdline: l.cmdline.clone(),
+                version: st.version,
+            };
+            self.actions.push(Action::LiveUpdate(go));
+            return;
+        }
+        if now.saturating_duration_since(st.since) < st.timeout || st.force {
+            return;
+        }
+        let mut why = String::new();
+        let mut ids: Vec<(&u64, &Instant)> = self.tx_since.iter().collect();
+        ids.sort();
+        for (id, t) in ids {
+            let secs = now.saturating_duration_since(*t).as_secs();
+            if secs >= st.timeout.as_secs() {
+                if why.is_empty() {
+                    why.push_str("Domains with long running transactions:");
+                }
+                let domid = self
+                    .conns
+                    .get(id)
+                    .and_then(|c| c.domid())
+                    .unwrap_or(self.cfg.store.store_domid);
+                why.push_str(&format!("\nDomain {domid}: {secs} s"));
+            }
+        }
+        if why.is_empty() {
+            why.push_str("Overlapping transactions");
+        }
+        self.live_update_failed(&why);
+    }
+
+    /// A started live update did not happen: the requester gets `why` as
+    /// the reply to its `-s`, the session ends and held transactions go on.
+    pub fn live_update_failed(&mut self, why: &str) {
+        let Some(l) = self.live_update.take() else {
+            return;
+        };
+        tracing::warn!("live-update failed: {why}");
+        if let Some(st) = l.start {
+            let mut p = why.as_bytes().to_vec();
+            p.push(0);
+            self.queue(l.conn, Message::reply(&st.request, p), None);
+        }
+        self.release_held();
     }
 }

@@ -32,6 +32,7 @@
 pub mod dl;
 pub mod dom0;
 pub mod domlist;
+pub mod inherit;
 pub mod libs;
 pub mod page;
 
