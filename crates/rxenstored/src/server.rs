@@ -165,15 +165,15 @@ impl Server {
         let mut listener = match &handed_over {
             None => bind(&cfg.socket)?,
             Some(bytes) => {
-                let global = xenstore_migrate::Stream::read(bytes)
+                // GLOBAL comes first: the rest is read by the state.
+                let global = xenstore_migrate::Reader::new(bytes)
+                    .and_then(|mut r| r.next_record())
                     .map_err(|e| StartError::TakeOver(e.to_string()))?
-                    .records
-                    .into_iter()
-                    .find_map(|r| match r {
+                    .and_then(|r| match r {
                         xenstore_migrate::Record::Global(g) => Some(g),
                         _ => None,
                     })
-                    .ok_or_else(|| StartError::TakeOver("no GLOBAL record".into()))?;
+                    .ok_or_else(|| StartError::TakeOver("no GLOBAL record first".into()))?;
                 let fd = inherited
                     .take(global.socket_fd)
                     .map_err(|e| StartError::TakeOver(format!("listening socket: {e}")))?;

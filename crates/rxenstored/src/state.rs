@@ -1128,19 +1128,23 @@ impl State {
         if rings > 0 {
             return Err(LiveUpdateError::Rings(rings));
         }
-        let nodes: Vec<mig::Node> = stream
+        let (nodes, others): (Vec<mig::Record>, Vec<mig::Record>) = stream
             .records
-            .iter()
+            .into_iter()
+            .partition(|r| matches!(r, mig::Record::Node(_)));
+        let nodes: Vec<mig::Node> = nodes
+            .into_iter()
             .filter_map(|r| match r {
-                mig::Record::Node(n) if n.transaction.is_none() => Some(n.clone()),
+                mig::Record::Node(n) if n.transaction.is_none() => Some(n),
                 _ => None,
             })
             .collect();
         self.store
             .restore_nodes(&nodes)
             .map_err(|e| LiveUpdateError::State(e.to_string()))?;
+        drop(nodes);
         let mut by_stream_id: HashMap<u32, u64> = HashMap::new();
-        for r in &stream.records {
+        for r in &others {
             match r {
                 mig::Record::Connection(c) => {
                     let mig::ConnKind::Socket { fd } = c.kind else {

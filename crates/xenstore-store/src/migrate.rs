@@ -163,19 +163,20 @@ impl Store {
     /// recounts what each domain owns.
     pub fn restore_nodes(&mut self, nodes: &[mig::Node]) -> Result<(), RestoreError> {
         // Check everything before touching the store.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(nodes.len());
         for n in nodes {
-            let p = String::from_utf8(n.path.clone())
+            let p = std::str::from_utf8(&n.path)
                 .map_err(|_| RestoreError::BadPath(String::from_utf8_lossy(&n.path).into()))?;
             if n.perms.is_empty() {
-                return Err(RestoreError::NoPerms(p));
+                return Err(RestoreError::NoPerms(p.into()));
             }
-            if path::validate(p.as_bytes()).is_err() || (is_special(&p) && p.contains('/')) {
-                return Err(RestoreError::BadPath(p));
+            if path::validate(p.as_bytes()).is_err() || (is_special(p) && p.contains('/')) {
+                return Err(RestoreError::BadPath(p.into()));
             }
-            if let (false, Some(parent)) = (is_special(&p), path::parent(&p)) {
+            if let (false, Some(parent)) = (is_special(p), path::parent(p)) {
                 if !seen.contains(parent) {
-                    return Err(RestoreError::Orphan(p));
+                    return Err(RestoreError::Orphan(p.into()));
                 }
             }
             seen.insert(p);
