@@ -121,10 +121,7 @@ fn one(exe: &Path, n: usize) -> Result<String, String> {
         if e.path != "/lu/d0/n1" {
             return Err(format!("unexpected event {e:?}"));
         }
-        Ok(format!(
-            "{n},{:.2},{rss}",
-            pause.as_secs_f64() * 1e3
-        ))
+        Ok(format!("{n},{:.2},{rss}", pause.as_secs_f64() * 1e3))
     })();
     let _ = child.kill();
     let _ = child.wait();
