@@ -42,6 +42,7 @@ xenstore-write data/txn-a 1 data/txn-b 2 && say "wrote data/txn-a data/txn-b in 
   n=$(grep -c '^data/ping$' /tmp/watch.out)
   say "watch on data/ping saw $n events: $(tr '\n' ' ' </tmp/watch.out)"
   [ "$n" -ge 2 ] && xenstore-write data/watch ok ) &
+wpid=$!
 # Wait for the watch's first event, so that it is set before dom0 pings.
 i=0
 while [ ! -s /tmp/watch.out ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
@@ -51,8 +52,10 @@ xenstore-write data/status ready && say "ready" || say "write data/status failed
 # over this guest's ring, when dom0 asked for it on the kernel command line
 # (realxen_client=1). Its PASS/FAIL lines go to the console and, one node
 # each, to data/client-out/<n>, written in one transaction with its exit
-# status, data/client-rc, which dom0 waits for.
+# status, data/client-rc, which dom0 waits for. It starts once the watch
+# above has reported, so that the two do not overlap.
 if grep -q 'realxen_client=1' /proc/cmdline; then
+	wait "$wpid"
 	say "client: starting xs-client-check"
 	timeout 300 /usr/bin/xs-client-check --xenbus data/client >/tmp/client.out 2>&1
 	rc=$?
