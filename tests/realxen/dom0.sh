@@ -155,6 +155,41 @@ ok "dom0 ring: watch" "events: $(oneline "$OUT/ring-watch.txt")" \
 	[ "$(grep -c '^/realxen/ring/w$' "$OUT/ring-watch.txt")" = 2 ]
 timeout -k 5 10 xenstore-rm /realxen
 
+# ---------------------------------------------------------------- Rust client
+# The project's client crate (crates/xenstore-client), checked by its example
+# xs-client-check (run.sh builds it static and puts it on the scenario disk):
+# here over the daemon's socket and over dom0's /dev/xen/xenbus, later inside
+# a guest (CLIENT_GUESTS). Each of its PASS/FAIL lines becomes a step named
+# after the run, then one step for its exit status.
+CLIENT=/usr/local/bin/xs-client-check
+CLIENT_GUESTS=${CLIENT_GUESTS:-g1}
+[ ! -e "$R/xs-client-check" ] || install -m 0755 "$R/xs-client-check" "$CLIENT"
+# client_report LABEL FILE RC (all lines at once: a process per line costs
+# a good part of a second under emulation)
+client_report() {
+	grep -a -E '^(PASS|FAIL) ' "$2" | awk -v l="$1" '{ sub(/ /, " " l ": "); print }' >/tmp/client-steps
+	tee -a "$RES" </tmp/client-steps
+	_up=$(cut -d' ' -f1 /proc/uptime)
+	sed "s/^/$_up /" /tmp/client-steps >>"$OUT/timeline.txt"
+	_n=$(wc -l </tmp/client-steps)
+	ok "$1: exit status 0" "exit status '$3' after $_n checks: $(oneline "$2")" [ "$3" = 0 ]
+}
+# client_dom0 LABEL LOG ARGS...: runs it in dom0, its output in out/LOG.
+client_dom0() {
+	_l=$1 _f=$OUT/$2
+	shift 2
+	if [ ! -x "$CLIENT" ]; then
+		fail "$_l" "no xs-client-check on the scenario disk (run.sh's static build failed)"
+		return
+	fi
+	timeout -k 5 300 "$CLIENT" "$@" >"$_f" 2>&1
+	_rc=$?
+	client_report "$_l" "$_f" "$_rc"
+}
+client_dom0 "dom0 client (socket)" client-dom0-socket.txt --socket /run/xenstored/socket /realxen/client-socket
+client_dom0 "dom0 client (/dev/xen/xenbus)" client-dom0-xenbus.txt --xenbus /dev/xen/xenbus /realxen/client-xenbus
+timeout -k 5 10 xenstore-rm /realxen
+
 # ---------------------------------------------------------------- toolstack
 timeout -k 5 60 xl info >"$OUT/xl-info.txt" 2>&1
 ok "dom0: xl info" "$(oneline "$OUT/xl-info.txt")" grep -q "^xen_minor *: ${XENVER#*.}" "$OUT/xl-info.txt"
@@ -173,13 +208,14 @@ waitfor 10 test -s "$OUT/releasedomain-watch.txt"
 KERNEL=$(ls /boot/vmlinuz-* | sort -V | tail -n 1)
 cp "$R/guest.cpio.gz" /var/lib/realxen-guest.cpio.gz 2>/dev/null ||
 	{ mkdir -p /var/lib && cp "$R/guest.cpio.gz" /var/lib/realxen-guest.cpio.gz; }
+# mkcfg NAME [EXTRA]: EXTRA goes on the guest kernel's command line.
 mkcfg() {
 	cat >"/tmp/$1.cfg" <<EOF
 name = "$1"
 type = "pv"
 kernel = "$KERNEL"
 ramdisk = "/var/lib/realxen-guest.cpio.gz"
-extra = "console=hvc0 quiet"
+extra = "console=hvc0 quiet${2:+ $2}"
 memory = 160
 vcpus = 1
 on_poweroff = "destroy"
@@ -197,8 +233,12 @@ no_domain() { ! timeout -k 5 20 xl list | awk 'NR > 1 {print $2}' | grep -qx "$1
 # write costs one timeout, not one per step.
 create() {
 	g=$1
-	mkcfg "$g"
 	l=${2:-$1}
+	case " $CLIENT_GUESTS " in
+	*" $l "*) client=1 ;;
+	*) client=0 ;;
+	esac
+	mkcfg "$g" "$([ "$client" = 1 ] && echo realxen_client=1)"
 	timeout -k 5 120 xl create "/tmp/$g.cfg" >"$OUT/xl-create-$l.txt" 2>&1
 	rc=$?
 	[ "$rc" = 0 ] || ps -ef >"$OUT/ps-after-xl-create-$l.txt" 2>&1
@@ -210,6 +250,7 @@ create() {
 			"console reaches xenconsoled"; do
 			fail "$l: $s" "no domain (xl create failed)"
 		done
+		[ "$client" = 0 ] || fail "$l client (/dev/xen/xenbus)" "no domain (xl create failed)"
 		D=none
 		return 1
 	fi
@@ -235,6 +276,21 @@ create() {
 	fi
 	ok "$l: console reaches xenconsoled" "no 'REALXEN-GUEST hello $g' in /var/log/xen/console/guest-$g.log" \
 		waitfor 20 grep -q "REALXEN-GUEST hello $g" "/var/log/xen/console/guest-$g.log"
+	[ "$client" = 0 ] || client_guest "$l client (/dev/xen/xenbus)"
+}
+# client_guest LABEL: the guest's xs-client-check report (guest-init.sh: one
+# node per line under data/client-out, the exit status in data/client-rc,
+# written together) as steps.
+client_guest() {
+	if ! waitfor 240 timeout -k 5 10 xenstore-exists "$P/data/client-rc"; then
+		fail "$1" "no data/client-rc after 240 s; the guest's console: $(grep 'client:' "/var/log/xen/console/guest-$g.log" | tail -n 3 | tr '\n' ' ' | cut -c1-300)"
+		return
+	fi
+	_f=$OUT/client-guest-$l.txt
+	# One xenstore-read for all the lines, in their order.
+	timeout -k 5 20 xenstore-read $(timeout -k 5 10 xenstore-list "$P/data/client-out" | sort -n |
+		sed "s|^|$P/data/client-out/|") >"$_f" 2>&1
+	client_report "$1" "$_f" "$(xsread "$P/data/client-rc")"
 }
 save_console() { cp "/var/log/xen/console/guest-$1.log" "$OUT/console-$1-$2.log" 2>/dev/null; }
 

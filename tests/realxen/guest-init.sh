@@ -42,10 +42,34 @@ xenstore-write data/txn-a 1 data/txn-b 2 && say "wrote data/txn-a data/txn-b in 
   n=$(grep -c '^data/ping$' /tmp/watch.out)
   say "watch on data/ping saw $n events: $(tr '\n' ' ' </tmp/watch.out)"
   [ "$n" -ge 2 ] && xenstore-write data/watch ok ) &
+wpid=$!
 # Wait for the watch's first event, so that it is set before dom0 pings.
 i=0
 while [ ! -s /tmp/watch.out ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
 xenstore-write data/status ready && say "ready" || say "write data/status failed"
+
+# The project's Rust client (xs-client-check, from crates/xenstore-client)
+# over this guest's ring, when dom0 asked for it on the kernel command line
+# (realxen_client=1). Its PASS/FAIL lines go to the console and, one node
+# each, to data/client-out/<n>, written in one transaction with its exit
+# status, data/client-rc, which dom0 waits for. It starts once the watch
+# above has reported, so that the two do not overlap.
+if grep -q 'realxen_client=1' /proc/cmdline; then
+	wait "$wpid"
+	say "client: starting xs-client-check"
+	timeout 300 /usr/bin/xs-client-check --xenbus data/client >/tmp/client.out 2>&1
+	rc=$?
+	sed 's/^/REALXEN-GUEST client: /' /tmp/client.out
+	grep -E '^(PASS|FAIL) ' /tmp/client.out >/tmp/client.lines
+	set --
+	n=0
+	while IFS= read -r line; do
+		set -- "$@" "data/client-out/$n" "$line"
+		n=$((n + 1))
+	done </tmp/client.lines
+	xenstore-write "$@" data/client-rc "$rc" && say "client: reported $n lines, exit status $rc" ||
+		say "client: writing the report failed"
+fi
 
 # Stay up until dom0 shuts us down or destroys us.
 while :; do sleep 3600; done

@@ -17,6 +17,9 @@
 #   REALXEN_ACCEL    QEMU -accel value (default tcg; e.g. tcg,thread=single)
 #   REALXEN_XEN_ARGS, REALXEN_DOM0_ARGS  extra Xen / dom0 kernel arguments
 #                    (dom0's must not contain commas)
+#   REALXEN_CLIENT   a static xs-client-check to use instead of building it
+#   REALXEN_CLIENT_TARGET  cargo target directory for that static build
+#                    (default <repo>/target/static)
 #
 # Prints "PASS <step>" / "FAIL <step>: <why>" per step and ends with
 # "N passed, M failed"; exits 0 only when nothing failed.
@@ -65,7 +68,8 @@ if [ ! -e "$cache/.complete" ]; then
 fi
 pass "image: $suite dom0 with Xen $(. "$cache/image.env" && echo "$XEN_VERSION")"
 
-# --- the scenario disk: the scenario, the guests' initramfs, the daemon
+# --- the scenario disk: the scenario, the guests' initramfs, the daemon, the
+# client check
 rm -rf "$results"
 mkdir -p "$results"
 stage=$(mktemp -d "${TMPDIR:-/tmp}/realxen-stage.XXXXXX")
@@ -77,6 +81,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The project's Rust client, checked by its example xs-client-check
+# (crates/xenstore-client/examples/xs-client-check.rs) in dom0 and in a guest.
+# Built static (glibc's crt-static), so that it runs in the guests' busybox
+# initramfs, which has no libraries of its own; in a target directory of its
+# own, so that the workspace's build is left alone. REALXEN_CLIENT names a
+# binary built already.
+client=${REALXEN_CLIENT:-}
+if [ -z "$client" ]; then
+	ctarget=${REALXEN_CLIENT_TARGET:-$repo/target/static}
+	client=$ctarget/x86_64-unknown-linux-gnu/release/examples/xs-client-check
+	tc=$(date +%s)
+	(cd "$repo" && env -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$ctarget" \
+		RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+		cargo build --release --target x86_64-unknown-linux-gnu -p xenstore-client --example xs-client-check) \
+		>"$results/client-build.log" 2>&1 || rm -f "$client"
+	echo "realxen: xs-client-check built in $(($(date +%s) - tc)) s" >&2
+fi
+if [ -x "$client" ] && ldd "$client" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
+	pass "client: xs-client-check built static"
+	cp "$client" "$stage/xs-client-check"
+else
+	fail "client: xs-client-check built static" \
+		"'$client': $(tail -n 3 "$results/client-build.log" 2>/dev/null | tr '\n' ' ' | cut -c1-200) $(ldd "$client" 2>&1 | head -n 2 | tr '\n' ' ')"
+fi
 cp "$here/dom0.sh" "$stage/dom0.sh"
 if [ "$dname" = c ]; then
 	echo "DAEMON=c" >"$stage/config"
@@ -88,6 +116,7 @@ fi
 cp -a "$cache/guest-root" "$work/guest"
 rm -f "$work/guest/.done"
 install -m 0755 "$here/guest-init.sh" "$work/guest/init"
+[ ! -e "$stage/xs-client-check" ] || install -m 0755 "$stage/xs-client-check" "$work/guest/usr/bin/xs-client-check"
 (cd "$work/guest" && find . | cpio -o -H newc --quiet | gzip -1 >"$stage/guest.cpio.gz")
 mkdir -p "$stage/out"
 size_mb=$(($(du -sm "$stage" | cut -f1) + 256))

@@ -6,7 +6,8 @@
 //!
 //! * Every request gets its own request id. Replies are matched by id, so
 //!   many requests may be in flight ([`Client::send`], then
-//!   [`Client::wait`] in any order).
+//!   [`Client::wait`] in any order). On `/dev/xen/xenbus` a request is
+//!   written once the previous one is answered (see [`Client::send`]).
 //! * Watch events that arrive while a reply is awaited are kept, in
 //!   arrival order, until [`Client::next_event`] asks for them: none is
 //!   dropped.
@@ -108,6 +109,10 @@ pub struct Client<S> {
     arrivals: u64,
     replies: HashMap<u32, (u64, Message)>,
     events: VecDeque<(u64, Message)>,
+    /// One request unanswered at a time (the kernel's device).
+    one_at_a_time: bool,
+    /// Requests written whose replies have not been read yet.
+    unanswered: usize,
 }
 
 /// The daemon's socket or the kernel's device.
@@ -178,7 +183,9 @@ impl Client<Conn> {
             .read(true)
             .write(true)
             .open(path)?;
-        Ok(Client::new(Conn::Xenbus(f)))
+        let mut c = Client::new(Conn::Xenbus(f));
+        c.one_at_a_time = true;
+        Ok(c)
     }
 }
 
@@ -221,6 +228,8 @@ impl<S: Read + Write> Client<S> {
             arrivals: 0,
             replies: HashMap::new(),
             events: VecDeque::new(),
+            one_at_a_time: false,
+            unanswered: 0,
         }
     }
 
@@ -247,22 +256,39 @@ impl<S: Read + Write> Client<S> {
 
     /// Sends a message of any type number (unknown ones included) without
     /// waiting for its reply.
+    ///
+    /// On `/dev/xen/xenbus` ([`Client::xenbus`]) it first reads until the
+    /// previous request is answered (keeping what it reads): Linux queues a
+    /// written request with its payload left in the open file's one message
+    /// buffer, which the next write overwrites before the kernel has copied
+    /// it to the ring.
     pub fn send_message(&mut self, msg_type: u32, tx: Tx, payload: &[u8]) -> Result<ReqId> {
+        while self.one_at_a_time && self.unanswered > 0 {
+            self.receive()?;
+        }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let m = Message::new(msg_type, id, tx.0, payload.to_vec());
         // One write per message: the kernel's device takes whole messages.
         self.stream.write_all(&m.encode())?;
+        self.unanswered += 1;
         Ok(ReqId(id))
     }
 
     /// Sends several requests in one write, without waiting for their
     /// replies. For the daemon's socket only: the kernel's device takes one
-    /// message per write (use [`Client::send`] there).
+    /// message per write (use [`Client::send`] there; on a client from
+    /// [`Client::xenbus`] this sends them one by one as it does).
     pub fn send_batch<'a>(
         &mut self,
         requests: impl IntoIterator<Item = (MsgType, Tx, &'a [u8])>,
     ) -> Result<Vec<ReqId>> {
+        if self.one_at_a_time {
+            return requests
+                .into_iter()
+                .map(|(t, tx, payload)| self.send(t, tx, payload))
+                .collect();
+        }
         let mut bytes = Vec::new();
         let mut ids = Vec::new();
         for (t, tx, payload) in requests {
@@ -272,6 +298,7 @@ impl<S: Read + Write> Client<S> {
             ids.push(ReqId(id));
         }
         self.stream.write_all(&bytes)?;
+        self.unanswered += ids.len();
         Ok(ids)
     }
 
@@ -285,6 +312,7 @@ impl<S: Read + Write> Client<S> {
                     if m.kind() == Some(MsgType::WatchEvent) {
                         self.events.push_back((self.arrivals, m));
                     } else {
+                        self.unanswered = self.unanswered.saturating_sub(1);
                         self.replies.insert(m.header.req_id, (self.arrivals, m));
                     }
                     return Ok(());
@@ -709,6 +737,86 @@ impl<S: Read + Write> Client<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Linux's `/dev/xen/xenbus` as it takes a written request: the header
+    /// is copied into the queued request, the payload stays in the file's
+    /// one message buffer (overwritten by the next write) until the kernel
+    /// copies it to the ring, here at the client's next read. Bytes after
+    /// the first message of a write are dropped. The daemon behind it
+    /// answers each request with the payload it got.
+    #[derive(Default)]
+    struct LinuxXenbus {
+        buffer: Vec<u8>,
+        queued: VecDeque<xenstore_proto::Header>,
+        out: VecDeque<u8>,
+    }
+
+    impl Write for LinuxXenbus {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let head: [u8; 16] = buf
+                .get(..16)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| io::Error::other("half a header"))?;
+            let h = xenstore_proto::Header::from_bytes(&head);
+            let body = buf.get(16..).unwrap_or_default();
+            self.buffer = body.get(..h.len as usize).unwrap_or(body).to_vec();
+            self.queued.push_back(h);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Read for LinuxXenbus {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            while let Some(h) = self.queued.pop_front() {
+                let payload = self.buffer.get(..h.len as usize).unwrap_or(&self.buffer);
+                let reply = Message::new(h.msg_type, h.req_id, 0, payload.to_vec());
+                self.out.extend(reply.encode());
+            }
+            let n = buf.len().min(self.out.len());
+            for (d, s) in buf.iter_mut().zip(self.out.drain(..n)) {
+                *d = s;
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn on_the_kernel_device_a_request_waits_for_the_previous_reply() {
+        let paths: Vec<String> = (0..8).map(|i| format!("/p/{i}\0")).collect();
+        // What the device does to requests written back to back: the
+        // first one goes out with the second one's payload.
+        let mut raw = Client::new(LinuxXenbus::default());
+        let a = raw.send(MsgType::Read, Tx::NONE, b"/p/a\0").expect("send");
+        let b = raw.send(MsgType::Read, Tx::NONE, b"/p/b\0").expect("send");
+        assert_eq!(raw.wait(b).expect("reply"), b"/p/b\0");
+        assert_eq!(raw.wait(a).expect("reply"), b"/p/b\0", "the model");
+
+        let mut xs = Client::new(LinuxXenbus::default());
+        xs.one_at_a_time = true;
+        let ids: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                xs.send(MsgType::Read, Tx::NONE, p.as_bytes())
+                    .expect("send")
+            })
+            .collect();
+        for (id, p) in ids.into_iter().zip(&paths).rev() {
+            assert_eq!(xs.wait(id).expect("reply"), p.as_bytes());
+        }
+        let ids = xs
+            .send_batch(
+                paths
+                    .iter()
+                    .map(|p| (MsgType::Read, Tx::NONE, p.as_bytes())),
+            )
+            .expect("batch");
+        for (id, p) in ids.into_iter().zip(&paths) {
+            assert_eq!(xs.wait(id).expect("reply"), p.as_bytes());
+        }
+    }
 
     #[test]
     fn reply_strings() {
