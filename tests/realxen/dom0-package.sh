@@ -32,7 +32,7 @@ mkdir -p "$OUT" "$S"
 phase=$(cat "$S/phase" 2>/dev/null || echo 1)
 boots=$(($(cat "$S/boots" 2>/dev/null || echo 0) + 1))
 echo "$boots" >"$S/boots"
-echo "REALXEN-PHASE $phase (boot $boots)"
+echo "REALXEN-PHASE $phase (boot $boots)" >/dev/console
 P="boot $phase"
 
 note() {
@@ -77,10 +77,18 @@ save_boot() {
 	systemctl status --no-pager xen.service >"$OUT/xen-service-boot$phase.txt" 2>&1
 	cp /etc/default/xen "$OUT/etc-default-xen.boot$phase"
 	ps -eo pid,ppid,stat,etime,args >"$OUT/ps-boot$phase.txt" 2>&1
+	cp /proc/net/unix "$OUT/proc-net-unix-boot$phase.txt"
 }
 
-# The socket's inodes (listening and accepted ends) from /proc/net/unix.
-sock_inodes() { awk -v p="$SOCK" '$NF == p {print $7}' /proc/net/unix; }
+# The socket's inodes (listening and accepted ends) from /proc/net/unix,
+# under whatever name the daemon bound it (Debian's C xenstored binds
+# /var/run/xenstored/socket, /var/run being a link to /run).
+sock_inodes() {
+	_want=$(readlink -f "$SOCK")
+	awk '$NF ~ /\/socket$/ {print $7, $NF}' /proc/net/unix | while read -r _i _p; do
+		[ "$(readlink -f "$_p")" != "$_want" ] || echo "$_i"
+	done
+}
 # owns_socket PID: PID holds a descriptor of $SOCK.
 owns_socket() {
 	_in=$(sock_inodes)
@@ -177,7 +185,7 @@ case "$phase" in
 	cat "$OUT/journal-boot2-rxenstored.txt"
 	ok "journal: rxenstored's start-up line from the serving process" \
 		"journalctl -b _PID=$pid2 -t rxenstored: $(journalctl -b --no-pager _PID="${pid2:-0}" -t rxenstored 2>&1 | tail -n 3 | tr '\n' ' ' | cut -c1-300)" \
-		sh -c "journalctl -b --no-pager -o cat _PID=${pid2:-0} -t rxenstored | grep -q '^serving on $SOCK (priv domid 0, store domid 0)\$'"
+		sh -c "journalctl -b --no-pager -o cat _PID=${pid2:-0} -t rxenstored | grep -q ' serving on $SOCK (priv domid 0, store domid 0)\$'"
 	case "$XENVER" in
 	4.1[7-9] | 4.20) backend="getdomaininfolist" want="XEN_SYSCTL_getdomaininfolist through libxencall.so.1 (Xen $XENVER" ;;
 	*) backend="poll" want="libxenmanage's changed-domain feed" ;;
@@ -258,5 +266,5 @@ case "$phase" in
 	;;
 esac
 note "---- $P: done at uptime $(cut -d' ' -f1 /proc/uptime) s"
-echo "REALXEN-PHASE-DONE $phase"
+echo "REALXEN-PHASE-DONE $phase" >/dev/console
 exit 0

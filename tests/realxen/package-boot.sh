@@ -7,6 +7,8 @@
 # /var/lib/realxen-package/next, reboots (console marker REALXEN-REBOOT) or
 # powers off (REALXEN-END, which run-package.sh waits for). The scenario
 # disk is unmounted first, so everything written to it is on the disk.
+# The markers go straight to /dev/console: the unit's own output reaches the
+# console through the journal, prefixed with a time and the unit's name.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 S=/var/lib/realxen-package
@@ -23,9 +25,9 @@ sync
 umount /mnt/realxen 2>/dev/null
 sync
 if [ "$next" = reboot ]; then
-	echo "REALXEN-REBOOT"
+	echo "REALXEN-REBOOT" >/dev/console
 	systemctl reboot
 else
-	echo "REALXEN-END"
+	echo "REALXEN-END" >/dev/console
 	systemctl poweroff
 fi

@@ -144,6 +144,7 @@ kill "$qpid" 2>/dev/null || true
 wait "$qpid" 2>/dev/null || true
 qpid=
 grep -a -q '^REALXEN-END' "$serial" && end=marker
+end=${end:-QEMU exited}
 echo "$(($(date +%s) - t1)) s: QEMU stopped ($end)" >>"$results/host-timeline.txt"
 echo "realxen: QEMU ran $(($(date +%s) - t1)) s ($suite, package)" >&2
 
@@ -166,14 +167,15 @@ if [ "$end" = marker ] && [ "$reboots" = 2 ]; then
 	pass "end: dom0 rebooted twice, then powered off"
 else
 	fail "end: dom0 rebooted twice, then powered off" \
-		"$reboots reboots, end: ${end:-QEMU exited without the end marker} after $(($(date +%s) - t1)) s: $(grep -a -v '^(XEN)' "$serial" | tr -d '\r' | tail -n 3 | tr '\n' ' ' | cut -c1-300)"
+		"$reboots reboots, end: $end (no end marker) after $(($(date +%s) - t1)) s: $(grep -a -v '^(XEN)' "$serial" | tr -d '\r' | tail -n 3 | tr '\n' ' ' | cut -c1-300)"
 fi
 # dom0 writes package-results.txt on the scenario disk; if nothing came
-# back, the lines it printed on the serial console are what is left.
+# back, the lines it printed on the serial console are what is left (there
+# the journal prefixes them with a time and the unit's name).
 steps=$results/package-results.txt
 if [ ! -s "$steps" ]; then
 	steps=$results/steps-from-serial.txt
-	grep -a -E '^(PASS|FAIL) boot [0-9]' "$serial" | tr -d '\r' >"$steps" || true
+	tr -d '\r' <"$serial" | sed -n -E 's/^.*]: ((PASS|FAIL) boot [0-9].*)$/\1/p' >"$steps" || true
 fi
 if [ -s "$steps" ]; then
 	while IFS= read -r line; do
