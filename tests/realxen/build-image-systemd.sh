@@ -78,15 +78,20 @@ if [ ! -e rootfs/.systemd ]; then
 	touch rootfs/.systemd
 fi
 
-# --- Stage 3: configuration (again when package-boot.sh changed).
-if [ ! -e rootfs/.configured ] || [ "$here/package-boot.sh" -nt rootfs/.configured ]; then
+# --- Stage 3: configuration (again when this script or package-boot.sh
+# changed).
+if [ ! -e rootfs/.configured ] || [ "$here/package-boot.sh" -nt rootfs/.configured ] ||
+	[ "$here/build-image-systemd.sh" -nt rootfs/.configured ]; then
 	log "configuring the tree"
 	# Debian's /etc/default/xen, with Debian's C xenstored named explicitly
-	# (the line rxenstored-switch replaces and puts back) and xenconsoled
-	# logging the guests' consoles (dom0.sh's console steps read them). The
-	# stock file's XENSTORED_ARGS (empty) stays: rxenstored then logs to
-	# syslog, i.e. the journal.
+	# (the line rxenstored-switch replaces and puts back), a trace file in
+	# XENSTORED_ARGS (C xenstored's option, which rxenstored then gets too:
+	# the host's arguments carry over) and xenconsoled logging the guests'
+	# consoles (dom0.sh's console steps read them). No log file: rxenstored
+	# then logs to syslog, i.e. the journal.
 	cp "$base/rootfs/etc/default/xen" rootfs/etc/default/xen
+	sed -i 's|^XENSTORED_ARGS=$|XENSTORED_ARGS="-T /var/log/xen/xenstored-trace.log"|' rootfs/etc/default/xen
+	grep -q '^XENSTORED_ARGS="-T ' rootfs/etc/default/xen || { log "no XENSTORED_ARGS= line in Debian's /etc/default/xen"; exit 1; }
 	cat >>rootfs/etc/default/xen <<'EOF'
 
 # realxen (tests/realxen/build-image-systemd.sh): Debian's C xenstored.

@@ -61,7 +61,8 @@ finish() {
 
 # --- the image (built once, then reused)
 t0=$(date +%s)
-if [ ! -e "$cache/.complete" ] || [ "$here/package-boot.sh" -nt "$cache/.complete" ]; then
+if [ ! -e "$cache/.complete" ] || [ "$here/package-boot.sh" -nt "$cache/.complete" ] ||
+	[ "$here/build-image-systemd.sh" -nt "$cache/.complete" ]; then
 	echo "realxen: building the $suite systemd image in $cache" >&2
 	if ! "$here/build-image-systemd.sh" "$suite" >&2; then
 		fail "image: build $suite with systemd" "build-image-systemd.sh failed"
