@@ -15,7 +15,8 @@
 #           --version); the guest scenario (dom0.sh); rxenstored-switch off
 #           gives /etc/default/xen back byte for byte; reboot
 #   boot 3  Debian's C xenstored serves again, /etc/default/xen as in boot 1;
-#           power off
+#           switched on once more, `apt purge` puts it back (the package's
+#           prerm); power off
 #
 # Every step prints "PASS <step>" or "FAIL <step>: <why>" to the console and
 # to out/package-results.txt. POSIX sh (dash).
@@ -181,6 +182,15 @@ case "$phase" in
 	ok "/etc/default/xen names rxenstored" "active line '$(xsd_line)'" [ "$(xsd_line)" = "XENSTORED=$RXSD" ]
 	serves "$RXSD" rxenstored
 	pid2=$pid
+	# The host's XENSTORED_ARGS (C xenstored's -T trace option) carry over.
+	tr='/var/log/xen/xenstored-trace.log'
+	a=$(tr '\0' ' ' <"/proc/${pid2:-0}/cmdline" 2>/dev/null)
+	s0=$(stat -c %s "$tr" 2>/dev/null || echo 0)
+	sockread /local/domain/0/name >/dev/null
+	s1=$(stat -c %s "$tr" 2>/dev/null || echo 0)
+	ok "rxenstored runs with the host's XENSTORED_ARGS and writes the trace" \
+		"command line '$a', $tr $s0 -> $s1 bytes over one read" \
+		sh -c "echo '$a' | grep -q -- ' -T $tr ' && [ $s1 -gt $s0 ]"
 	journalctl -b --no-pager -o short-monotonic -t rxenstored >"$OUT/journal-boot2-rxenstored.txt" 2>&1
 	cat "$OUT/journal-boot2-rxenstored.txt"
 	ok "journal: rxenstored's start-up line from the serving process" \
@@ -257,6 +267,18 @@ case "$phase" in
 		       grep -q '^running: pid $pid3 ($CXSD), from $PIDFILE' '$OUT/boot3-switch-status.txt'"
 	timeout -k 5 60 xl list >"$OUT/boot3-xl-list.txt" 2>&1
 	ok "xl list through C xenstored" "$(oneline "$OUT/boot3-xl-list.txt")" grep -q '^Domain-0 *0 ' "$OUT/boot3-xl-list.txt"
+	# Removing the package while switched on must not leave the host
+	# naming a missing xenstored: the package's prerm switches back.
+	rxenstored-switch on >"$OUT/boot3-switch-on.txt" 2>&1
+	(timeout -k 5 300 apt purge -y rxenstored) >"$OUT/boot3-apt-purge.txt" 2>&1
+	rc=$?
+	cat "$OUT/boot3-switch-on.txt" "$OUT/boot3-apt-purge.txt"
+	ok "switch on, then apt purge: /etc/default/xen back byte for byte" \
+		"purge exit status $rc; $(diff "$S/etc-default-xen.boot1" /etc/default/xen | tr '\n' ' ' | cut -c1-200)" \
+		sh -c "[ $rc = 0 ] && grep -q XENSTORED=$RXSD '$OUT/boot3-switch-on.txt' && cmp -s '$S/etc-default-xen.boot1' /etc/default/xen"
+	ok "apt purge: the package and the switch's state are gone" \
+		"$(dpkg-query -W -f='${Status}' rxenstored 2>&1); $(ls -d /var/lib/rxenstored $RXSD 2>&1 | tr '\n' ' ')" \
+		sh -c "! dpkg-query -W -f='\${Status}' rxenstored 2>/dev/null | grep -q installed && [ ! -e /var/lib/rxenstored ] && [ ! -e $RXSD ]"
 	save_boot
 	then_ poweroff 4
 	;;
