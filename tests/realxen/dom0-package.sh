@@ -33,7 +33,7 @@ mkdir -p "$OUT" "$S"
 phase=$(cat "$S/phase" 2>/dev/null || echo 1)
 boots=$(($(cat "$S/boots" 2>/dev/null || echo 0) + 1))
 echo "$boots" >"$S/boots"
-echo "REALXEN-PHASE $phase (boot $boots)" >/dev/console
+printf "\nREALXEN-PHASE %s (boot %s)\n" "$phase" "$boots" >/dev/console
 P="boot $phase"
 
 note() {
@@ -270,12 +270,13 @@ case "$phase" in
 	# Removing the package while switched on must not leave the host
 	# naming a missing xenstored: the package's prerm switches back.
 	rxenstored-switch on >"$OUT/boot3-switch-on.txt" 2>&1
+	l_on=$(xsd_line)
 	(timeout -k 5 300 apt purge -y rxenstored) >"$OUT/boot3-apt-purge.txt" 2>&1
 	rc=$?
 	cat "$OUT/boot3-switch-on.txt" "$OUT/boot3-apt-purge.txt"
 	ok "switch on, then apt purge: /etc/default/xen back byte for byte" \
-		"purge exit status $rc; $(diff "$S/etc-default-xen.boot1" /etc/default/xen | tr '\n' ' ' | cut -c1-200)" \
-		sh -c "[ $rc = 0 ] && grep -q XENSTORED=$RXSD '$OUT/boot3-switch-on.txt' && cmp -s '$S/etc-default-xen.boot1' /etc/default/xen"
+		"after switch on: '$l_on'; purge exit status $rc; $(diff "$S/etc-default-xen.boot1" /etc/default/xen | tr '\n' ' ' | cut -c1-200)" \
+		sh -c "[ '$l_on' = XENSTORED=$RXSD ] && [ $rc = 0 ] && cmp -s '$S/etc-default-xen.boot1' /etc/default/xen"
 	ok "apt purge: the package and the switch's state are gone" \
 		"$(dpkg-query -W -f='${Status}' rxenstored 2>&1); $(ls -d /var/lib/rxenstored $RXSD 2>&1 | tr '\n' ' ')" \
 		sh -c "! dpkg-query -W -f='\${Status}' rxenstored 2>/dev/null | grep -q installed && [ ! -e /var/lib/rxenstored ] && [ ! -e $RXSD ]"
@@ -288,5 +289,5 @@ case "$phase" in
 	;;
 esac
 note "---- $P: done at uptime $(cut -d' ' -f1 /proc/uptime) s"
-echo "REALXEN-PHASE-DONE $phase" >/dev/console
+printf "\nREALXEN-PHASE-DONE %s\n" "$phase" >/dev/console
 exit 0

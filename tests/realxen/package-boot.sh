@@ -7,7 +7,8 @@
 # /var/lib/realxen-package/next, reboots (console marker REALXEN-REBOOT) or
 # powers off (REALXEN-END, which run-package.sh waits for). The scenario
 # disk is unmounted first, so everything written to it is on the disk.
-# The markers go straight to /dev/console: the unit's own output reaches the
+# The markers go straight to /dev/console, on a line of their own (a login
+# prompt may be waiting there): the unit's own output reaches the
 # console through the journal, prefixed with a time and the unit's name.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -25,9 +26,9 @@ sync
 umount /mnt/realxen 2>/dev/null
 sync
 if [ "$next" = reboot ]; then
-	echo "REALXEN-REBOOT" >/dev/console
+	printf "\nREALXEN-REBOOT\n" >/dev/console
 	systemctl reboot
 else
-	echo "REALXEN-END" >/dev/console
+	printf "\nREALXEN-END\n" >/dev/console
 	systemctl poweroff
 fi
