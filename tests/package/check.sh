@@ -2,8 +2,10 @@
 # Builds the Debian package (cargo-deb, without the simulator, in its own
 # target directory so the workspace's simulator build stays as it is),
 # then checks it: lintian reports no error, the files are where Debian's
-# layout wants them, and the packaged daemon runs (--version, --help, a
-# socket served with -N answered by Debian's xenstore-read).
+# layout wants them, the maintainer scripts are there (prerm switches back
+# on removal: crates/rxenstored/tests/switch.rs), and the packaged daemon
+# runs (--version, --help, a socket served with -N answered by Debian's
+# xenstore-read).
 #
 # Usage: tests/package/check.sh    (prints the .deb's path last)
 set -euo pipefail
@@ -29,6 +31,10 @@ for f in ./usr/sbin/rxenstored ./usr/sbin/rxenstored-switch \
 	check "package holds $f" "grep -q ' $f\$' <<<\"\$contents\""
 done
 check "package holds nothing under /etc (installing switches nothing)" "! grep -q ' ./etc/' <<<\"\$contents\""
+control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+for f in prerm postrm; do
+	check "package has the maintainer script $f" "grep -qx './$f' <<<\"\$control\""
+done
 
 lintian_out=$(lintian --fail-on error "$deb" 2>&1) && lint_ok=1 || lint_ok=0
 echo "$lintian_out"

@@ -11,9 +11,15 @@
 # with rxenstored (tests/realxen/README.md, "Known flake"); a daemon bug
 # fails both attempts.
 #
+# Then, per suite, the Debian package (run-package.sh): a systemd dom0 where
+# the package is installed and switched on and off across reboots. The
+# package is REALXEN_DEB, else the newest target/deb/debian/rxenstored_*.deb
+# (tests/package/check.sh makes it; run first when there is none).
+#
 # Environment: REALXEN_SUITES (default "bookworm trixie"), REALXEN_RETRIES,
-# and whatever run.sh reads (REALXEN_CACHE is per suite there, so leave it
-# unset here).
+# REALXEN_DEB, REALXEN_PACKAGE=0 (no package runs), and whatever run.sh and
+# run-package.sh read (REALXEN_CACHE and REALXEN_SYSTEMD_CACHE are per suite
+# there, so leave them unset here).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +58,42 @@ for suite in $suites; do
 		[ "$rc" = 0 ] || status=1
 	done
 done
+
+# --- the Debian package, per suite
+if [ "${REALXEN_PACKAGE:-1}" != 0 ]; then
+	deb=${REALXEN_DEB:-$(ls -t "$repo"/target/deb/debian/rxenstored_*.deb 2>/dev/null | head -n 1)}
+	if [ -z "$deb" ]; then
+		echo "=== no package yet: tests/package/check.sh" >&2
+		deb=$("$repo/tests/package/check.sh" | tail -n 1)
+	fi
+	for suite in $suites; do
+		name="the package $(basename "${deb:-?}")"
+		echo "=== real Xen: $suite with $name" >&2
+		results=$repo/target/realxen/results/$suite-package
+		note=
+		attempt=1
+		while :; do
+			t0=$(date +%s)
+			if [ -f "$deb" ]; then
+				out=$(REALXEN_RESULTS=$results "$here/run-package.sh" "$suite" "$deb" | tee -a /dev/stderr)
+				rc=$?
+			else
+				out="tests/package/check.sh gave no package"
+				rc=1
+			fi
+			last=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
+			[ "$rc" != 0 ] && [ -f "$deb" ] && [ "$attempt" -le "${REALXEN_RETRIES:-1}" ] || break
+			note="$note; attempt $attempt: ${last:-no result}, $(printf '%s\n' "$out" | grep -m1 '^FAIL') (logs: $results-attempt$attempt)"
+			rm -rf "$results-attempt$attempt"
+			mv "$results" "$results-attempt$attempt"
+			attempt=$((attempt + 1))
+			echo "=== real Xen: $suite with $name failed; running it again" >&2
+		done
+		summary+=("$suite / $name: ${last:-no result} ($(($(date +%s) - t0)) s)$note")
+		[ "$rc" = 0 ] || status=1
+	done
+fi
+
 echo
 echo "real Xen summary ($(($(date +%s) - t_all)) s):"
 printf '  %s\n' "${summary[@]}"

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The scenario, run as root in the test dom0 by /sbin/realxen-init from the
 # scenario disk (mounted at /mnt/realxen). run.sh puts beside it:
-#   config          DAEMON=c or DAEMON=rx (then ./rxenstored is the binary)
+#   config          DAEMON=c or DAEMON=rx (then ./rxenstored is the binary),
+#                   or DAEMON=booted (run-package.sh: started at boot, nothing
+#                   to start; BOOTED_XSD names the executable)
 #   guest.cpio.gz   the guests' initramfs
 # Every step prints one line, "PASS <step>" or "FAIL <step>: <why>", to the
 # console and to out/results.txt; logs go to out/. Every wait is bounded, so a
@@ -99,12 +101,18 @@ c)
 	XSD=$ROOT/bin/xenstored
 	XSD_ARGS="-T /var/log/xen/xenstored-trace.log"
 	;;
+booted)
+	# run-package.sh: the host's own start-up (systemd, xen.service) started
+	# the xenstored at boot; config's BOOTED_XSD names its executable.
+	XSD=$BOOTED_XSD
+	;;
 *)
 	install -m 0755 "$R/rxenstored" /usr/local/sbin/rxenstored
 	XSD=/usr/local/sbin/rxenstored
 	XSD_ARGS="-T /var/log/xen/xenstored-trace.log --log-file /var/log/xen/xenstored.log -V"
 	;;
 esac
+if [ "$DAEMON" != booted ]; then
 cat >/etc/default/xen <<EOF
 XENSTORED="$XSD"
 XENSTORED_ARGS="$XSD_ARGS"
@@ -115,6 +123,7 @@ timeout -k 5 120 /etc/init.d/xen start >"$OUT/initd-xen.log" 2>&1
 rc=$?
 cat "$OUT/initd-xen.log"
 ok "dom0: /etc/init.d/xen start" "exit status $rc: $(oneline "$OUT/initd-xen.log")" [ "$rc" = 0 ]
+fi
 
 pid=$(cat /run/xenstore.pid 2>/dev/null)
 exe=$(readlink "/proc/${pid:-0}/exe" 2>/dev/null)

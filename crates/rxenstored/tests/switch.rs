@@ -119,3 +119,98 @@ fn a_host_without_xen_is_told_so() {
     assert!(out.contains("is Xen installed"), "{out}");
     let _ = std::fs::remove_dir_all(&r);
 }
+
+/// Runs the package's maintainer script `name` with `arg`, the switch on
+/// PATH as dpkg would find it in /usr/sbin.
+fn maintainer_script(root: &Path, name: &str, arg: &str) -> (bool, String) {
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging");
+    let path = format!(
+        "{}:{}",
+        packaging.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .arg(packaging.join("maintainer-scripts").join(name))
+        .arg(arg)
+        .env("RXENSTORED_SWITCH_ROOT", root)
+        .env("PATH", path)
+        .output()
+        .expect("run sh");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn removing_the_package_while_switched_on_puts_the_previous_xenstored_back() {
+    let r = root("prerm");
+    std::fs::create_dir_all(r.join("etc/default")).unwrap();
+    let conf = r.join("etc/default/xen");
+    std::fs::write(&conf, DEBIAN).unwrap();
+    assert!(switch(&r, "on").0);
+    let on = std::fs::read_to_string(&conf).unwrap();
+    // An upgrade leaves the switch as it is.
+    let (ok, out) = maintainer_script(&r, "prerm", "upgrade");
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), on);
+    // Removal puts the file back byte for byte (else the next boot would
+    // name a missing executable and start no xenstored).
+    let (ok, out) = maintainer_script(&r, "prerm", "remove");
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), DEBIAN);
+    assert!(!r.join("var/lib/rxenstored/previous-xenstored").exists());
+    // Never switched on: removal changes nothing and says nothing.
+    let (ok, out) = maintainer_script(&r, "prerm", "remove");
+    assert!(ok && out.is_empty(), "{out}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), DEBIAN);
+    let _ = std::fs::remove_dir_all(&r);
+}
+
+#[test]
+fn removal_warns_when_the_settings_name_rxenstored_by_hand() {
+    let r = root("prerm-hand");
+    std::fs::create_dir_all(r.join("etc/default")).unwrap();
+    let conf = r.join("etc/default/xen");
+    let text = "XENSTORED=/usr/sbin/rxenstored\n";
+    std::fs::write(&conf, text).unwrap();
+    let (ok, out) = maintainer_script(&r, "prerm", "remove");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning") && out.contains("starts none"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), text);
+    let _ = std::fs::remove_dir_all(&r);
+}
+
+#[test]
+fn purging_removes_the_switch_s_state() {
+    let r = root("postrm");
+    std::fs::create_dir_all(r.join("etc/default")).unwrap();
+    std::fs::write(
+        r.join("etc/default/xencommons"),
+        "XENSTORED=/usr/sbin/xenstored\n",
+    )
+    .unwrap();
+    assert!(switch(&r, "on").0);
+    // An administrator's edit keeps `off` (and so prerm) from removing it.
+    std::fs::write(
+        r.join("etc/default/xencommons"),
+        "XENSTORED=/usr/sbin/oxenstored\n",
+    )
+    .unwrap();
+    assert!(maintainer_script(&r, "prerm", "remove").0);
+    assert!(r.join("var/lib/rxenstored").exists());
+    let (ok, out) = maintainer_script(&r, "postrm", "remove");
+    assert!(ok, "{out}");
+    assert!(r.join("var/lib/rxenstored").exists());
+    let (ok, out) = maintainer_script(&r, "postrm", "purge");
+    assert!(ok, "{out}");
+    assert!(!r.join("var/lib/rxenstored").exists());
+    let _ = std::fs::remove_dir_all(&r);
+}
