@@ -17,7 +17,7 @@ export CARGO_TARGET_DIR=$repo/target/deb
 command -v cargo-deb >/dev/null || { echo "check.sh: cargo-deb is missing (cargo install cargo-deb)" >&2; exit 2; }
 command -v lintian >/dev/null || { echo "check.sh: lintian is missing (apt-get install lintian)" >&2; exit 2; }
 
-deb=$(cargo deb -p rxenstored 2>&1 | tee /dev/stderr | tail -n 1)
+deb=$(cargo deb -p rxenstored 2>&1 | tee -a /dev/stderr | tail -n 1)
 [ -f "$deb" ] || { echo "check.sh: cargo deb did not give a package ($deb)" >&2; exit 1; }
 
 fail=0
