@@ -23,7 +23,9 @@ use xenstore_proto::{PermList, XsError, DOMID_ANY};
 /// and two reverse indexes kept in step with every change, so that removing
 /// a domain costs what it owns and what names it, not the size of the
 /// store: the nodes each domain owns, and the nodes whose ACL names it.
-#[derive(Debug, Default)]
+/// The domains that are never removed (the privileged and store domains,
+/// which own most of a host's nodes) are left out of both.
+#[derive(Debug)]
 pub struct Db {
     /// Paths are shared between the map and the indexes (one allocation
     /// per node, whatever its length).
@@ -34,6 +36,15 @@ pub struct Db {
     /// The generation at which each domain record was made (kept by the
     /// store), for the stale-domid check of [`Db::check_perms`].
     domain_gens: HashMap<u32, u64>,
+    /// Domains the indexes leave out.
+    unindexed: [u32; 2],
+}
+
+impl Default for Db {
+    /// A tree that indexes every domain.
+    fn default() -> Db {
+        Db::unindexing([u32::MAX; 2])
+    }
 }
 
 /// What tracking one node costs a transaction: its path (a heap block of
@@ -50,6 +61,24 @@ fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
 }
 
 impl Db {
+    /// An empty tree whose indexes leave out `domids` (domains that are
+    /// never removed: [`Db::owned_by`] and [`Db::named_by_acl`] list
+    /// nothing for them).
+    pub fn unindexing(domids: [u32; 2]) -> Db {
+        Db {
+            nodes: HashMap::new(),
+            generation: 0,
+            by_owner: HashMap::new(),
+            by_acl: HashMap::new(),
+            domain_gens: HashMap::new(),
+            unindexed: domids,
+        }
+    }
+
+    fn indexed(&self, domid: u32) -> bool {
+        !self.unindexed.contains(&domid)
+    }
+
     /// A committed node.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
@@ -77,12 +106,14 @@ impl Db {
     }
 
     fn index(&mut self, path: &Arc<str>, n: &Node) {
-        self.by_owner
-            .entry(n.perms.owner())
-            .or_default()
-            .insert(path.clone());
+        let owner = n.perms.owner();
+        if self.indexed(owner) {
+            self.by_owner.entry(owner).or_default().insert(path.clone());
+        }
         for d in acl_domids(n) {
-            self.by_acl.entry(d).or_default().insert(path.clone());
+            if self.indexed(d) {
+                self.by_acl.entry(d).or_default().insert(path.clone());
+            }
         }
     }
 
@@ -126,8 +157,10 @@ impl Db {
         let mut owner: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
         let mut acl: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
         for (p, n) in &self.nodes {
-            owner.entry(n.perms.owner()).or_default().insert(p.clone());
-            for d in acl_domids(n) {
+            if self.indexed(n.perms.owner()) {
+                owner.entry(n.perms.owner()).or_default().insert(p.clone());
+            }
+            for d in acl_domids(n).filter(|&d| self.indexed(d)) {
                 acl.entry(d).or_default().insert(p.clone());
             }
         }

@@ -163,27 +163,7 @@ impl Store {
     /// recounts what each domain owns.
     pub fn restore_nodes(&mut self, nodes: &[mig::Node]) -> Result<(), RestoreError> {
         // Check everything before touching the store.
-        let mut seen: std::collections::HashSet<&str> =
-            std::collections::HashSet::with_capacity(nodes.len());
-        for n in nodes {
-            let p = std::str::from_utf8(&n.path)
-                .map_err(|_| RestoreError::BadPath(String::from_utf8_lossy(&n.path).into()))?;
-            if n.perms.is_empty() {
-                return Err(RestoreError::NoPerms(p.into()));
-            }
-            if path::validate(p.as_bytes()).is_err() || (is_special(p) && p.contains('/')) {
-                return Err(RestoreError::BadPath(p.into()));
-            }
-            if let (false, Some(parent)) = (is_special(p), path::parent(p)) {
-                if !seen.contains(parent) {
-                    return Err(RestoreError::Orphan(p.into()));
-                }
-            }
-            seen.insert(p);
-        }
-        if !seen.contains("/") {
-            return Err(RestoreError::NoRoot);
-        }
+        let seen = checked_nodes(nodes)?;
         let defaults: Vec<(String, Node)> = [INTRODUCE_DOMAIN, RELEASE_DOMAIN]
             .iter()
             .filter(|s| !seen.contains(**s))
@@ -250,6 +230,30 @@ impl Store {
         }
     }
 
+    /// The domain connection `conn` acts for after SET_TARGET (a ring's
+    /// `tdomid` in the stream).
+    pub fn conn_target(&self, conn: ConnId) -> Option<u32> {
+        self.targeted
+            .iter()
+            .find(|(_, conns)| conns.contains(&conn))
+            .map(|(t, _)| *t)
+    }
+
+    /// A ring connection handed over by a live update: `domid` is
+    /// introduced again with connection `conn` (registered with
+    /// [`Store::connect`] before), or with none when its ring could not be
+    /// mapped again (it stays introduced, so that its death is reported);
+    /// `target` is its SET_TARGET. Nothing fires: the domain was
+    /// introduced all along.
+    pub fn restore_ring(&mut self, domid: u32, conn: Option<ConnId>, target: Option<u32>) {
+        let rec = self.domain_record(domid);
+        rec.introduced = true;
+        rec.conn = conn;
+        if let (Some(c), Some(t)) = (conn, target) {
+            self.link_target(c, t);
+        }
+    }
+
     /// A domain's features and quotas from its record (the record is made
     /// if the store has none).
     pub fn restore_domain(&mut self, d: &mig::Domain) {
@@ -261,4 +265,38 @@ impl Store {
             }
         }
     }
+}
+
+/// The checks [`Store::restore_nodes`] makes before it changes anything:
+/// paths valid and UTF-8, permissions present, a parent before its
+/// children, the root present. A take-over runs them before it takes any
+/// descriptor, so that a refused state leaves the previous daemon's
+/// descriptors to a fallback binary.
+pub fn check_node_records(nodes: &[mig::Node]) -> Result<(), RestoreError> {
+    checked_nodes(nodes).map(|_| ())
+}
+
+fn checked_nodes(nodes: &[mig::Node]) -> Result<std::collections::HashSet<&str>, RestoreError> {
+    let mut seen: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(nodes.len());
+    for n in nodes {
+        let p = std::str::from_utf8(&n.path)
+            .map_err(|_| RestoreError::BadPath(String::from_utf8_lossy(&n.path).into()))?;
+        if n.perms.is_empty() {
+            return Err(RestoreError::NoPerms(p.into()));
+        }
+        if path::validate(p.as_bytes()).is_err() || (is_special(p) && p.contains('/')) {
+            return Err(RestoreError::BadPath(p.into()));
+        }
+        if let (false, Some(parent)) = (is_special(p), path::parent(p)) {
+            if !seen.contains(parent) {
+                return Err(RestoreError::Orphan(p.into()));
+            }
+        }
+        seen.insert(p);
+    }
+    if !seen.contains("/") {
+        return Err(RestoreError::NoRoot);
+    }
+    Ok(seen)
 }

@@ -1,14 +1,20 @@
 //! A node record: value, permissions, child list, generation.
 //!
-//! The child list keeps names in creation order (DIRECTORY lists them so):
-//! up to 8 in a small vector, beyond that in persistent maps, so adding or
-//! removing a child costs O(log n) whatever the number of siblings
-//! (`/local/domain` may have 32751), and copying a node into a transaction
-//! costs a few reference increments. The wire form
-//! (each name NUL-terminated) is made only for DIRECTORY and
-//! DIRECTORY_PART, whose replies are that size anyway; its length is kept,
-//! for the node-size quota and E2BIG.
+//! The child list keeps names in creation order (DIRECTORY lists them so),
+//! packed as the wire form itself (each name NUL-terminated): a short list
+//! is one block; a long one is cut into chunks of at most
+//! [`CHUNK_BYTES`] with an index from each name's hash to its chunk, so
+//! adding or removing a child costs O(1) expected plus one chunk's bytes,
+//! whatever the number of siblings (`/local/domain` may have 32751), at a
+//! few bytes per child beyond the name. A long list is shared between the
+//! committed tree and the transactions that read it: copying a node costs
+//! a reference increment, and the first change in a transaction copies the
+//! index and the chunk table (not the names). The wire form is made only for
+//! DIRECTORY, whose reply is that size anyway; its length is kept, for the
+//! node-size quota and E2BIG.
 
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use xenstore_proto::PermList;
 
@@ -18,102 +24,333 @@ pub const NODE_HEADER_SIZE: usize = 16;
 /// Size of one permission entry in a C node record.
 pub const PERM_ENTRY_SIZE: usize = 8;
 
-/// Up to this many children are kept in a plain vector (searched
-/// linearly); beyond, in persistent maps. Most nodes have none or a few,
-/// and a persistent map costs kilobytes even for one entry.
-const SMALL_CHILDREN: usize = 8;
+/// A child list whose wire form is at most this long is one block,
+/// searched linearly; a longer one is chunked and indexed.
+const SMALL_BYTES: usize = 256;
+/// Most bytes of one chunk of a long child list (a name longer than this
+/// has a chunk of its own).
+pub const CHUNK_BYTES: usize = 512;
 
-/// Child names in creation order.
+/// Child names in creation order: nothing for a node without children
+/// (most nodes), else a list shared until changed.
 #[derive(Debug, Clone, Default)]
-pub struct Children {
-    list: ChildList,
-    wire_len: usize,
-}
+pub struct Children(Option<Arc<ChildList>>);
 
 #[derive(Debug, Clone)]
 enum ChildList {
-    /// Few children, in creation order.
-    Small(Vec<Arc<str>>),
-    /// Many: by sequence number (creation order) and by name; boxed, so
-    /// that the many nodes with few children stay small.
-    Large(Box<LargeList>),
+    /// A short list: its wire form (never empty).
+    Small(Box<str>),
+    /// A long one.
+    Large(LargeList),
 }
 
-#[derive(Debug, Clone)]
+/// A long child list: the wire form in chunks (appended to the last one;
+/// a removal rewrites the chunk that held the name), and, for each name, a
+/// 32-bit hash of it with the number of its chunk, in shards chosen by the
+/// hash's top bits. Chunks and shards are shared between copies of the list
+/// (a transaction's and the tree's), so a change copies the tables of
+/// pointers, one chunk and one shard: O(n/64) bytes moved for n children
+/// beyond 4096, not the whole index. Empty chunks are left in place (chunk
+/// numbers are what the index holds) until they are as many as the full
+/// ones, when the list is packed again.
+#[derive(Clone)]
 struct LargeList {
-    by_seq: imbl::OrdMap<u64, Arc<str>>,
-    seq_of: imbl::HashMap<Arc<str>, u64>,
-    next: u64,
+    chunks: Vec<Arc<str>>,
+    /// A power of two of shards, at most [`MAX_SHARDS`], grown (and the
+    /// index rebuilt) as the list grows past [`SHARD_NAMES`] a shard.
+    index: Vec<Arc<HashTable<(u32, u32)>>>,
+    /// Keyed per list, so that names chosen to collide in one list do not
+    /// collide in another.
+    hasher: std::collections::hash_map::RandomState,
+    len: usize,
+    wire_len: usize,
+    empty_chunks: usize,
 }
 
-impl Default for ChildList {
-    fn default() -> ChildList {
-        ChildList::Small(Vec::new())
+/// Most shards of a long list's index.
+const MAX_SHARDS: usize = 64;
+/// Names a shard holds before the shards double (up to [`MAX_SHARDS`]).
+const SHARD_NAMES: usize = 64;
+
+impl std::fmt::Debug for LargeList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LargeList")
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+/// The names of a wire form (each NUL-terminated), with their offsets.
+fn split(wire: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let rest = wire.get(at..).filter(|r| !r.is_empty())?;
+        let n = rest.find('\0').unwrap_or(rest.len());
+        // A NUL is one byte and never inside a character: the cut is on a
+        // character boundary.
+        let name = rest.get(..n).unwrap_or_default();
+        let here = at;
+        at += n + 1;
+        Some((here, name))
+    })
+}
+
+/// Where `name` is in a wire form (byte offset), if it is.
+fn find_in(wire: &str, name: &str) -> Option<usize> {
+    split(wire).find(|(_, n)| *n == name).map(|(at, _)| at)
+}
+
+/// `wire` with `name` appended.
+fn appended(wire: &str, name: &str) -> String {
+    let mut v = String::with_capacity(wire.len() + name.len() + 1);
+    v.push_str(wire);
+    v.push_str(name);
+    v.push('\0');
+    v
+}
+
+/// `wire` without the name at byte `at` (of `len` bytes).
+fn without(wire: &str, at: usize, len: usize) -> String {
+    let end = (at + len + 1).min(wire.len());
+    let mut v = String::with_capacity(wire.len().saturating_sub(len + 1));
+    v.push_str(wire.get(..at).unwrap_or_default());
+    v.push_str(wire.get(end..).unwrap_or_default());
+    v
+}
+
+/// The table's hash of a stored 32-bit name hash (spread over 64 bits, as
+/// the table takes its bucket from the low bits and a tag from the high).
+fn spread(h: u32) -> u64 {
+    u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl LargeList {
+    fn from_names<'a>(names: impl Iterator<Item = &'a str>) -> LargeList {
+        let mut l = LargeList {
+            chunks: Vec::new(),
+            index: vec![Arc::new(HashTable::new())],
+            hasher: Default::default(),
+            len: 0,
+            wire_len: 0,
+            empty_chunks: 0,
+        };
+        for n in names {
+            l.push(n);
+        }
+        l
+    }
+
+    fn hash(&self, name: &str) -> u32 {
+        // The low half of a keyed 64-bit hash.
+        self.hasher.hash_one(name) as u32
+    }
+
+    /// The shard of a hash (its top bits).
+    fn shard(&self, h: u32) -> usize {
+        let bits = self.index.len().trailing_zeros();
+        if bits == 0 {
+            0
+        } else {
+            (h >> (32 - bits)) as usize
+        }
+    }
+
+    fn chunk(&self, c: u32) -> &str {
+        self.chunks.get(c as usize).map_or("", |b| &b[..])
+    }
+
+    /// The chunk holding `name`, if it is a child.
+    fn find(&self, name: &str) -> Option<u32> {
+        let h = self.hash(name);
+        self.index
+            .get(self.shard(h))?
+            .find(spread(h), |&(eh, c)| {
+                eh == h && find_in(self.chunk(c), name).is_some()
+            })
+            .map(|&(_, c)| c)
+    }
+
+    /// Records `name` (hash `h`) as held by chunk `c`.
+    fn index_name(&mut self, h: u32, c: u32) {
+        let s = self.shard(h);
+        if let Some(shard) = self.index.get_mut(s) {
+            Arc::make_mut(shard).insert_unique(spread(h), (h, c), |&(eh, _)| spread(eh));
+        }
+    }
+
+    /// Doubles the shards while they hold more than [`SHARD_NAMES`] each
+    /// (up to [`MAX_SHARDS`]), rebuilding the index.
+    fn grow_shards(&mut self) {
+        let mut shards = self.index.len();
+        while shards < MAX_SHARDS && self.len > shards * SHARD_NAMES {
+            shards *= 2;
+        }
+        if shards == self.index.len() {
+            return;
+        }
+        self.index = (0..shards).map(|_| Arc::new(HashTable::new())).collect();
+        let entries: Vec<(u32, u32)> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, chunk)| split(chunk).map(move |(_, n)| (n, c as u32)))
+            .map(|(n, c)| (self.hash(n), c))
+            .collect();
+        for (h, c) in entries {
+            self.index_name(h, c);
+        }
+    }
+
+    /// Appends a name known not to be there.
+    fn push(&mut self, name: &str) {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|l| l.len() + name.len() < CHUNK_BYTES);
+        let grown = match self.chunks.last() {
+            Some(last) if fits => appended(last, name),
+            _ => {
+                self.chunks.push(Arc::from(""));
+                appended("", name)
+            }
+        };
+        let c = self.chunks.len() - 1;
+        if let Some(last) = self.chunks.last_mut() {
+            *last = Arc::from(grown);
+        }
+        self.len += 1;
+        self.wire_len += name.len() + 1;
+        let h = self.hash(name);
+        self.index_name(h, c as u32);
+        if self.len > self.index.len() * SHARD_NAMES && self.index.len() < MAX_SHARDS {
+            self.grow_shards();
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> bool {
+        let h = self.hash(name);
+        let s = self.shard(h);
+        let chunks = &self.chunks;
+        let Some(shard) = self.index.get_mut(s) else {
+            return false;
+        };
+        let Ok(entry) = Arc::make_mut(shard).find_entry(spread(h), |&(eh, c)| {
+            eh == h
+                && chunks
+                    .get(c as usize)
+                    .is_some_and(|b| find_in(b, name).is_some())
+        }) else {
+            return false;
+        };
+        let ((_, c), _) = entry.remove();
+        let Some(chunk) = self.chunks.get_mut(c as usize) else {
+            return false;
+        };
+        let Some(at) = find_in(chunk, name) else {
+            return false;
+        };
+        *chunk = Arc::from(without(chunk, at, name.len()));
+        self.len -= 1;
+        self.wire_len -= name.len() + 1;
+        if chunk.is_empty() {
+            self.empty_chunks += 1;
+            if self.empty_chunks * 2 > self.chunks.len() {
+                *self = LargeList::from_names(self.names());
+            }
+        }
+        true
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.chunks.iter().flat_map(|c| split(c).map(|(_, n)| n))
     }
 }
 
 /// Equal when the same names are listed in the same order, however kept.
 impl PartialEq for Children {
     fn eq(&self, other: &Children) -> bool {
-        self.wire_len == other.wire_len && self.names().eq(other.names())
+        self.wire_len() == other.wire_len() && self.names().eq(other.names())
     }
 }
 
 impl Eq for Children {}
 
 impl Children {
+    fn list(&self) -> Option<&ChildList> {
+        self.0.as_deref()
+    }
+
     /// Number of children.
     pub fn len(&self) -> usize {
-        match &self.list {
-            ChildList::Small(v) => v.len(),
-            ChildList::Large(l) => l.by_seq.len(),
+        match self.list() {
+            None => 0,
+            Some(ChildList::Small(v)) => split(v).count(),
+            Some(ChildList::Large(l)) => l.len,
         }
     }
 
     /// True without children.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_none()
     }
 
     /// Bytes of the wire form (names plus a NUL each).
     pub fn wire_len(&self) -> usize {
-        self.wire_len
+        match self.list() {
+            None => 0,
+            Some(ChildList::Small(v)) => v.len(),
+            Some(ChildList::Large(l)) => l.wire_len,
+        }
     }
 
     /// The names, in creation order.
     pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        match &self.list {
-            ChildList::Small(v) => Box::new(v.iter().map(|s| &**s)),
-            ChildList::Large(l) => Box::new(l.by_seq.values().map(|s| &**s)),
+        match self.list() {
+            None => Box::new(std::iter::empty()),
+            Some(ChildList::Small(v)) => Box::new(split(v).map(|(_, n)| n)),
+            Some(ChildList::Large(l)) => Box::new(l.names()),
         }
     }
 
     /// The names from position `key` on (see [`Children::keyed`]), each
     /// with its key, in creation order.
     pub fn keyed_from(&self, key: u64) -> Box<dyn Iterator<Item = (u64, &str)> + '_> {
-        match &self.list {
-            ChildList::Small(v) => Box::new(
-                v.iter()
-                    .enumerate()
-                    .skip(usize::try_from(key).unwrap_or(usize::MAX))
-                    .map(|(i, s)| (i as u64, &**s)),
+        let first = (key >> 32) as usize;
+        let offset = (key & u64::from(u32::MAX)) as usize;
+        match self.list() {
+            None => Box::new(std::iter::empty()),
+            Some(ChildList::Small(v)) => Box::new(
+                split(v.get(offset..).unwrap_or_default())
+                    .map(move |(at, n)| ((at + offset) as u64, n)),
             ),
-            ChildList::Large(l) => Box::new(l.by_seq.range(key..).map(|(k, s)| (*k, &**s))),
+            Some(ChildList::Large(l)) => Box::new(
+                l.chunks
+                    .iter()
+                    .enumerate()
+                    .skip(first)
+                    .flat_map(move |(c, chunk)| {
+                        let from = if c == first { offset } else { 0 };
+                        split(chunk.get(from..).unwrap_or_default())
+                            .map(move |(at, n)| (((c as u64) << 32) | (at + from) as u64, n))
+                    }),
+            ),
         }
     }
 
     /// The names with a key each: increasing in creation order, stable
     /// while the list does not change, so that a listing can go on from a
-    /// name in O(log n) ([`Children::keyed_from`]).
+    /// name in O(1) ([`Children::keyed_from`]).
     pub fn keyed(&self) -> Box<dyn Iterator<Item = (u64, &str)> + '_> {
         self.keyed_from(0)
     }
 
     /// True if `name` is a child.
     pub fn contains(&self, name: &str) -> bool {
-        match &self.list {
-            ChildList::Small(v) => v.iter().any(|c| &**c == name),
-            ChildList::Large(l) => l.seq_of.contains_key(name),
+        match self.list() {
+            None => false,
+            Some(ChildList::Small(v)) => find_in(v, name).is_some(),
+            Some(ChildList::Large(l)) => l.find(name).is_some(),
         }
     }
 
@@ -122,64 +359,58 @@ impl Children {
         if self.contains(name) {
             return;
         }
-        let n: Arc<str> = Arc::from(name);
-        self.wire_len += name.len() + 1;
-        match &mut self.list {
-            ChildList::Small(v) if v.len() < SMALL_CHILDREN => v.push(n),
+        let Some(list) = &mut self.0 else {
+            self.0 = Some(Arc::new(ChildList::Small(
+                appended("", name).into_boxed_str(),
+            )));
+            return;
+        };
+        let list = Arc::make_mut(list);
+        match list {
+            ChildList::Small(v) if v.len() + name.len() < SMALL_BYTES => {
+                *v = appended(v, name).into_boxed_str()
+            }
             ChildList::Small(v) => {
-                let mut by_seq = imbl::OrdMap::new();
-                let mut seq_of = imbl::HashMap::new();
-                for (i, c) in v.drain(..).chain(std::iter::once(n)).enumerate() {
-                    by_seq.insert(i as u64, c.clone());
-                    seq_of.insert(c, i as u64);
-                }
-                let next = by_seq.len() as u64;
-                self.list = ChildList::Large(Box::new(LargeList {
-                    by_seq,
-                    seq_of,
-                    next,
-                }));
+                *list = ChildList::Large(LargeList::from_names(
+                    split(v).map(|(_, n)| n).chain([name]),
+                ));
             }
-            ChildList::Large(l) => {
-                l.by_seq.insert(l.next, n.clone());
-                l.seq_of.insert(n, l.next);
-                l.next += 1;
-            }
+            ChildList::Large(l) => l.push(name),
         }
     }
 
     /// Removes `name`; false if it was not there.
     pub fn remove(&mut self, name: &str) -> bool {
-        let removed = match &mut self.list {
-            ChildList::Small(v) => match v.iter().position(|c| &**c == name) {
-                Some(i) => {
-                    v.remove(i);
-                    true
-                }
-                None => false,
-            },
-            ChildList::Large(l) => match l.seq_of.remove(name) {
-                Some(seq) => {
-                    l.by_seq.remove(&seq);
-                    true
-                }
-                None => false,
-            },
+        if !self.contains(name) {
+            return false;
+        }
+        let Some(list) = &mut self.0 else {
+            return false;
         };
-        if removed {
-            self.wire_len -= name.len() + 1;
+        let list = Arc::make_mut(list);
+        let (removed, empty) = match list {
+            ChildList::Small(v) => match find_in(v, name) {
+                Some(at) => {
+                    *v = without(v, at, name.len()).into_boxed_str();
+                    (true, v.is_empty())
+                }
+                None => (false, false),
+            },
+            ChildList::Large(l) => (l.remove(name), l.len == 0),
+        };
+        if empty {
+            self.0 = None;
         }
         removed
     }
 
     /// The wire form: every name followed by a NUL, in creation order.
     pub fn to_wire(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.wire_len);
-        for n in self.names() {
-            v.extend_from_slice(n.as_bytes());
-            v.push(0);
+        match self.list() {
+            None => Vec::new(),
+            Some(ChildList::Small(v)) => v.as_bytes().to_vec(),
+            Some(ChildList::Large(l)) => l.chunks.iter().flat_map(|c| c.bytes()).collect(),
         }
-        v
     }
 }
 
@@ -356,5 +587,134 @@ mod tests {
         let mut m = n.clone();
         m.remove_child("b");
         assert!(n.has_child("b") && !m.has_child("b"));
+    }
+
+    #[test]
+    fn a_node_record_is_64_bytes_and_a_leaf_holds_no_child_list() {
+        // Every node of the tree is one of these in the node map's table.
+        assert_eq!(std::mem::size_of::<Node>(), 64);
+        assert_eq!(std::mem::size_of::<Children>(), 8);
+        let mut c = Children::default();
+        c.add("a");
+        assert!(c.remove("a"));
+        assert!(c.0.is_none(), "an emptied list is dropped");
+    }
+
+    /// Checks `c` against the plain list `model` in every way it is read.
+    fn agrees(c: &Children, model: &[String]) {
+        let names: Vec<&str> = c.names().collect();
+        assert_eq!(names, model);
+        assert_eq!(c.len(), model.len());
+        let wire: Vec<u8> = model.iter().flat_map(|n| n.bytes().chain([0])).collect();
+        assert_eq!(c.to_wire(), wire);
+        assert_eq!(c.wire_len(), wire.len());
+        // Going on from any name's key lists the rest.
+        let keyed: Vec<(u64, &str)> = c.keyed().collect();
+        assert!(keyed.windows(2).all(|w| w[0].0 < w[1].0), "keys increase");
+        for (i, (k, _)) in keyed.iter().enumerate() {
+            let rest: Vec<&str> = c.keyed_from(*k).map(|(_, n)| n).collect();
+            assert_eq!(rest, model[i..]);
+        }
+    }
+
+    #[test]
+    fn a_long_list_is_chunked_indexed_and_packed_again() {
+        let mut c = Children::default();
+        let mut model: Vec<String> = Vec::new();
+        for i in 0..3000 {
+            let n = format!("child-{i}");
+            c.add(&n);
+            model.push(n);
+        }
+        c.add("child-7");
+        agrees(&c, &model);
+        let Some(ChildList::Large(l)) = c.list() else {
+            panic!("a 3000-name list is chunked")
+        };
+        assert!(l.chunks.len() > 10 && l.chunks.iter().all(|k| k.len() <= CHUNK_BYTES));
+        assert_eq!(l.index.len(), MAX_SHARDS);
+        // A transaction's copy shares the list until it changes it; then it
+        // copies one chunk and one shard, and shares the rest.
+        let snapshot = c.clone();
+        let mut one = c.clone();
+        assert!(one.remove("child-1500"));
+        let (Some(ChildList::Large(a)), Some(ChildList::Large(b))) = (c.list(), one.list()) else {
+            panic!("both long-form")
+        };
+        let shared_chunks = a
+            .chunks
+            .iter()
+            .zip(&b.chunks)
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count();
+        let shared_shards = a
+            .index
+            .iter()
+            .zip(&b.index)
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count();
+        assert_eq!(shared_chunks, a.chunks.len() - 1);
+        assert_eq!(shared_shards, MAX_SHARDS - 1);
+        assert!(c.contains("child-1500") && !one.contains("child-1500"));
+        for i in (0..3000).step_by(3) {
+            assert!(c.remove(&format!("child-{i}")));
+        }
+        model.retain(|n| n.trim_start_matches("child-").parse::<usize>().unwrap() % 3 != 0);
+        agrees(&c, &model);
+        assert_eq!(snapshot.len(), 3000);
+        // Removing most names packs the chunks again.
+        for i in 0..2990 {
+            c.remove(&format!("child-{i}"));
+        }
+        model.retain(|n| n.trim_start_matches("child-").parse::<usize>().unwrap() >= 2990);
+        agrees(&c, &model);
+        let Some(ChildList::Large(l)) = c.list() else {
+            panic!("still long-form")
+        };
+        assert!(
+            l.chunks.len() <= 2,
+            "{} chunks for {} names",
+            l.chunks.len(),
+            l.len
+        );
+        assert!(!c.contains("child-5") && c.contains("child-2995"));
+        // A name longer than a chunk gets a chunk of its own.
+        let long = "x".repeat(CHUNK_BYTES + 10);
+        c.add(&long);
+        model.push(long.clone());
+        agrees(&c, &model);
+        assert!(c.remove(&long));
+        model.pop();
+        agrees(&c, &model);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any sequence of additions and removals, over names that often
+        /// repeat, reads as the plain list would.
+        #[test]
+        fn children_behave_as_a_plain_list(
+            ops in proptest::collection::vec((proptest::bool::weighted(0.7), 0u32..400, 0usize..3), 0..1500)
+        ) {
+            let mut c = Children::default();
+            let mut model: Vec<String> = Vec::new();
+            for (add, k, pad) in ops {
+                let n = format!("{k}{}", "-".repeat(pad * 40));
+                if add {
+                    c.add(&n);
+                    if !model.contains(&n) {
+                        model.push(n.clone());
+                    }
+                } else {
+                    let had = model.iter().position(|m| *m == n);
+                    proptest::prop_assert_eq!(c.remove(&n), had.is_some());
+                    if let Some(i) = had {
+                        model.remove(i);
+                    }
+                }
+                proptest::prop_assert_eq!(c.contains(&n), model.contains(&n));
+            }
+            agrees(&c, &model);
+        }
     }
 }

@@ -218,8 +218,8 @@ impl Store {
     /// introduced from the start.
     pub fn new(cfg: StoreConfig) -> Store {
         let mut s = Store {
+            db: Db::unindexing([cfg.priv_domid, cfg.store_domid]),
             cfg,
-            db: Db::default(),
             conns: HashMap::new(),
             domains: BTreeMap::new(),
             watches: Registry::default(),

@@ -3,9 +3,15 @@
 //! Watches are indexed by canonical path, so finding the watches an event
 //! matches costs one hash lookup per component of the event path (subtree
 //! matches) or one lookup (exact matches), never a scan of all watches.
+//! A path's watches and a connection's are kept in ordered sets of ids (ids
+//! grow, so that is registration order): adding or removing one of the many
+//! watches on `@releaseDomain` (one per xl monitor on a host), or one of
+//! xenconsoled's many (one per domain), costs O(log n); finding a
+//! connection's watch on a path looks through the shorter of the path's
+//! and the connection's sets.
 
 use crate::ConnId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use xenstore_proto::path;
 
 /// Identifies one registered watch.
@@ -61,15 +67,15 @@ pub enum Match {
 #[derive(Debug, Default)]
 pub struct Registry {
     by_id: HashMap<WatchId, Watch>,
-    by_path: HashMap<String, Vec<WatchId>>,
-    by_conn: HashMap<ConnId, Vec<WatchId>>,
+    by_path: HashMap<String, BTreeSet<WatchId>>,
+    by_conn: HashMap<ConnId, BTreeSet<WatchId>>,
     next: u64,
 }
 
 impl Registry {
     /// Number of watches of one connection.
     pub fn count(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, Vec::len)
+        self.by_conn.get(&conn).map_or(0, BTreeSet::len)
     }
 
     /// Total number of watches.
@@ -84,10 +90,16 @@ impl Registry {
 
     /// The watch of `conn` with this canonical path and token.
     pub fn find(&self, conn: ConnId, canonical: &str, token: &str) -> Option<WatchId> {
-        self.by_path.get(canonical)?.iter().copied().find(|id| {
+        let (on_path, of_conn) = (self.by_path.get(canonical)?, self.by_conn.get(&conn)?);
+        let shorter = if on_path.len() <= of_conn.len() {
+            on_path
+        } else {
+            of_conn
+        };
+        shorter.iter().copied().find(|id| {
             self.by_id
                 .get(id)
-                .is_some_and(|w| w.conn == conn && w.token == token)
+                .is_some_and(|w| w.conn == conn && w.canonical == canonical && w.token == token)
         })
     }
 
@@ -98,8 +110,8 @@ impl Registry {
         self.by_path
             .entry(w.canonical.clone())
             .or_default()
-            .push(id);
-        self.by_conn.entry(w.conn).or_default().push(id);
+            .insert(id);
+        self.by_conn.entry(w.conn).or_default().insert(id);
         self.by_id.insert(id, w);
         id
     }
@@ -108,13 +120,13 @@ impl Registry {
     pub fn remove(&mut self, id: WatchId) -> Option<Watch> {
         let w = self.by_id.remove(&id)?;
         if let Some(v) = self.by_path.get_mut(&w.canonical) {
-            v.retain(|x| *x != id);
+            v.remove(&id);
             if v.is_empty() {
                 self.by_path.remove(&w.canonical);
             }
         }
         if let Some(v) = self.by_conn.get_mut(&w.conn) {
-            v.retain(|x| *x != id);
+            v.remove(&id);
             if v.is_empty() {
                 self.by_conn.remove(&w.conn);
             }
@@ -129,7 +141,7 @@ impl Registry {
         for id in ids {
             if let Some(w) = self.by_id.remove(&id) {
                 if let Some(v) = self.by_path.get_mut(&w.canonical) {
-                    v.retain(|x| *x != id);
+                    v.remove(&id);
                     if v.is_empty() {
                         self.by_path.remove(&w.canonical);
                     }
@@ -216,6 +228,35 @@ mod tests {
         assert_eq!(hits("/a/b/x", Match::Subtree), ["/"]);
         assert_eq!(hits("/a/b/c", Match::Exact), ["/a/b/c"]);
         assert_eq!(hits("@releaseDomain", Match::Subtree), Vec::<String>::new());
+    }
+
+    #[test]
+    fn many_watchers_of_one_path() {
+        let mut r = Registry::default();
+        let ids: Vec<WatchId> = (0..1000)
+            .map(|c| r.add(w(c, "@releaseDomain", None)))
+            .collect();
+        // One connection with many watches (xenconsoled's, one per domain).
+        let many: Vec<WatchId> = (0..1000)
+            .map(|i| r.add(w(7000, &format!("/local/domain/{i}/console"), None)))
+            .collect();
+        assert_eq!(
+            r.find(ConnId(7000), "/local/domain/999/console", "t"),
+            Some(many[999])
+        );
+        r.remove(many[10]);
+        assert_eq!(r.find(ConnId(7000), "/local/domain/10/console", "t"), None);
+        assert_eq!(r.count(ConnId(7000)), 999);
+        // Same path and token on two connections: each finds its own.
+        assert_eq!(r.find(ConnId(500), "@releaseDomain", "t"), Some(ids[500]));
+        assert_eq!(r.find(ConnId(5000), "@releaseDomain", "t"), None);
+        assert_eq!(r.find(ConnId(500), "@releaseDomain", "u"), None);
+        r.remove(ids[500]);
+        assert_eq!(r.find(ConnId(500), "@releaseDomain", "t"), None);
+        // Registration order is kept for the rest.
+        let order: Vec<ConnId> = r.on_path("@releaseDomain").map(|(_, w)| w.conn).collect();
+        assert_eq!(order.len(), 999);
+        assert!(order.windows(2).all(|p| p[0].0 < p[1].0));
     }
 
     #[test]
