@@ -24,6 +24,10 @@ enum Workload {
     /// before measuring): DIRECTORY, or DIRECTORY_PART in parts when it is
     /// too long for one reply, as libxenstore reads it.
     Listing,
+    /// Watch fan-out: `--watchers` connections watch `/bench/fan`; one
+    /// WRITE under it; latency until the last watcher has its event
+    /// (`--clients` is ignored: one writer).
+    Fanout,
 }
 
 /// Load generator for Xenstore daemons.
@@ -49,6 +53,9 @@ struct Args {
     /// Children of `/bench/list` for the `listing` workload.
     #[arg(long, default_value_t = 10_000)]
     children: usize,
+    /// Watching connections for the `fanout` workload.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
 }
 
 /// One connection: `xenstore-client` over the socket, with replies as the
@@ -98,6 +105,8 @@ struct Stats {
     ops: u64,
     retries: u64,
     lat_ns: Vec<u64>,
+    /// Seconds measured, when not the whole run (fanout: its setup is not).
+    measured: Option<f64>,
 }
 
 fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Result<Stats> {
@@ -170,6 +179,7 @@ fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Resul
                 }
                 st.ops += 1;
             }
+            Workload::Fanout => return Err(io::Error::other("fanout runs on its own")),
             Workload::Watch => {
                 let id =
                     c.xs.send(MsgType::Write, Tx::NONE, &write_payload(&key, b"x"))
@@ -184,6 +194,149 @@ fn client(args: &Args, socket: &PathBuf, id: usize, until: Instant) -> io::Resul
         n += 1;
     }
     Ok(st)
+}
+
+mod fanout {
+    //! One writer, many watching connections: the time from a WRITE to the
+    //! event at the last watcher. The watchers' sockets are registered
+    //! once with epoll and read as they become readable, so what is timed
+    //! is the daemon's delivery plus one read per watcher.
+
+    use super::{io_err, write_payload, Stats};
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::{self, Read};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+    use xenstore_client::{Client, Tx};
+    use xenstore_proto::{MsgType, HEADER_SIZE};
+
+    /// A watcher: its socket and the bytes of a message not yet whole.
+    struct Watcher {
+        sock: UnixStream,
+        partial: Vec<u8>,
+    }
+
+    impl Watcher {
+        /// Reads what is there; the number of whole WATCH_EVENT messages.
+        fn events(&mut self) -> io::Result<usize> {
+            let mut buf = [0u8; 4096];
+            let mut n = 0;
+            loop {
+                match self.sock.read(&mut buf) {
+                    Ok(0) => return Err(io::Error::other("a watcher's connection closed")),
+                    Ok(k) => self.partial.extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            while self.partial.len() >= HEADER_SIZE {
+                let word = |i: usize| {
+                    self.partial
+                        .get(i..i + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_le_bytes)
+                };
+                let (kind, len) = (word(0), word(12) as usize);
+                if self.partial.len() < HEADER_SIZE + len {
+                    break;
+                }
+                self.partial.drain(..HEADER_SIZE + len);
+                if kind == MsgType::WatchEvent as u32 {
+                    n += 1;
+                } else {
+                    return Err(io::Error::other(format!(
+                        "a watcher got message type {kind}"
+                    )));
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    /// Raises the soft limit on open files to the hard one (a thousand
+    /// watchers are a thousand descriptors).
+    fn raise_nofile() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut l = getrlimit(Resource::Nofile);
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+
+    pub fn run(socket: &Path, watchers: usize, seconds: Duration) -> io::Result<Stats> {
+        raise_nofile();
+        let mut writer = Client::new(UnixStream::connect(socket)?);
+        writer.write(Tx::NONE, "/bench/fan", b"").map_err(io_err)?;
+        let mut ws = Vec::with_capacity(watchers);
+        for i in 0..watchers {
+            let mut c = Client::new(UnixStream::connect(socket)?);
+            c.watch("/bench/fan", "f").map_err(io_err)?;
+            c.next_event().map_err(io_err)?; // the initial event
+            let sock = c.into_inner();
+            sock.set_nonblocking(true)?;
+            ws.push(Watcher {
+                sock,
+                partial: Vec::new(),
+            });
+            if i % 100 == 99 {
+                // Let the daemon keep up with the connections.
+                std::thread::yield_now();
+            }
+        }
+        let payload = write_payload("/bench/fan/v", b"x");
+        let mut poll = Poll::new()?;
+        for (i, w) in ws.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut SourceFd(&w.sock.as_raw_fd()),
+                Token(i),
+                Interest::READABLE,
+            )?;
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut st = Stats::default();
+        let mut done = vec![false; ws.len()];
+        let until = Instant::now() + seconds;
+        while Instant::now() < until {
+            done.iter_mut().for_each(|d| *d = false);
+            let mut left = ws.len();
+            let t0 = Instant::now();
+            let id = writer
+                .send(MsgType::Write, Tx::NONE, &payload)
+                .map_err(io_err)?;
+            while left > 0 {
+                poll.poll(&mut events, Some(Duration::from_secs(10)))?;
+                if events.is_empty() {
+                    return Err(io::Error::other(format!(
+                        "{left} watchers had no event after 10 s"
+                    )));
+                }
+                for ev in events.iter() {
+                    let i = ev.token().0;
+                    let Some(w) = ws.get_mut(i) else { continue };
+                    match w.events()? {
+                        0 => {}
+                        1 if !done[i] => {
+                            done[i] = true;
+                            left -= 1;
+                        }
+                        k => {
+                            return Err(io::Error::other(format!(
+                                "a watcher got {k} events for one write"
+                            )))
+                        }
+                    }
+                }
+            }
+            st.lat_ns.push(t0.elapsed().as_nanos() as u64);
+            writer.wait(id).map_err(io_err)?;
+            st.ops += 1;
+        }
+        st.measured = Some((Instant::now() - (until - seconds)).as_secs_f64());
+        Ok(st)
+    }
 }
 
 fn pct(v: &[u64], p: f64) -> f64 {
@@ -244,26 +397,44 @@ fn main() {
     }
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
-    let results: Vec<io::Result<Stats>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.clients)
-            .map(|i| {
-                let (a, sock) = (&args, &socket);
-                s.spawn(move || client(a, sock, i, until))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
-            })
-            .collect()
-    });
-    let elapsed = started.elapsed().as_secs_f64();
+    let clients = if let Workload::Fanout = args.workload {
+        1
+    } else {
+        args.clients
+    };
+    let results: Vec<io::Result<Stats>> = if let Workload::Fanout = args.workload {
+        // The watchers are set up first; the measurement lasts --seconds
+        // from then.
+        vec![fanout::run(
+            &socket,
+            args.watchers,
+            Duration::from_secs_f64(args.seconds),
+        )]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let (a, sock) = (&args, &socket);
+                    s.spawn(move || client(a, sock, i, until))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let mut elapsed = started.elapsed().as_secs_f64();
     let mut all = Stats::default();
     for r in results {
         match r {
             Ok(s) => {
+                if let Some(m) = s.measured {
+                    elapsed = m;
+                }
                 all.ops += s.ops;
                 all.retries += s.retries;
                 all.lat_ns.extend(s.lat_ns);
@@ -276,9 +447,9 @@ fn main() {
     }
     all.lat_ns.sort_unstable();
     println!(
-        "workload={:?} clients={} prefill={} seconds={:.2} ops={} ops_per_s={:.0} iterations={} p50_us={:.1} p99_us={:.1} max_us={:.1} eagain={}",
+        "workload={:?} clients={} prefill={} seconds={:.2} ops={} ops_per_s={:.0} iterations={} p50_us={:.1} p99_us={:.1} max_us={:.1} eagain={}{}",
         args.workload,
-        args.clients,
+        clients,
         args.prefill,
         elapsed,
         all.ops,
@@ -287,6 +458,10 @@ fn main() {
         pct(&all.lat_ns, 0.5),
         pct(&all.lat_ns, 0.99),
         pct(&all.lat_ns, 1.0),
-        all.retries
+        all.retries,
+        match args.workload {
+            Workload::Fanout => format!(" watchers={}", args.watchers),
+            _ => String::new(),
+        }
     );
 }
