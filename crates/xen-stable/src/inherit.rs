@@ -1,7 +1,9 @@
 //! Descriptors handed from one xenstored binary to the next across
-//! `exec` (live update): the listening socket and the accepted sockets
+//! `exec` (live update): the listening socket, the accepted sockets and
+//! the event-channel descriptor ([`crate::libs::Evtchn::keep_across_exec`])
 //! are kept open without close-on-exec, and the new process takes them by
-//! number from the migration stream.
+//! number from the migration stream (the event channel through
+//! `xenevtchn_fdopen`, [`crate::libs::XenLibs::evtchn_inherited`]).
 
 use std::collections::HashSet;
 use std::io;
@@ -58,6 +60,37 @@ pub fn keep_across_exec(fd: RawFd) -> io::Result<()> {
 /// keeps it open for the call.
 pub fn close_on_exec(fd: RawFd) -> io::Result<()> {
     set_cloexec(fd, true)
+}
+
+/// Sets or clears `O_NONBLOCK` on descriptor `fd` (a hand-back to C
+/// xenstored gives it its sockets blocking, as it made them). The caller
+/// owns `fd` and keeps it open for the call.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: the borrow lasts for the two fcntl calls only, and the
+    // caller owns `fd` and keeps it open meanwhile (the function's rule);
+    // a descriptor that is not open gives EBADF, nothing else.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = rustix::fs::fcntl_getfl(b).map_err(io::Error::from)?;
+    let flags = if on {
+        flags | rustix::fs::OFlags::NONBLOCK
+    } else {
+        flags - rustix::fs::OFlags::NONBLOCK
+    };
+    rustix::fs::fcntl_setfl(b, flags).map_err(io::Error::from)
+}
+
+/// Whether descriptor `fd` is open in this process (checked before a
+/// take-over touches anything: a state naming a closed descriptor is
+/// refused while the recovery can still run the binary before).
+pub fn is_open(fd: RawFd) -> bool {
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the borrow lasts for one fcntl(F_GETFD) call, which only
+    // reads the descriptor's flags; a descriptor that is not open gives
+    // EBADF, nothing else, and nothing takes ownership of it here.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(b).is_ok()
 }
 
 fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {

@@ -16,7 +16,8 @@
 //! The production backend ([`libs`]) loads Xen's *stable* libraries
 //! `libxenevtchn.so.1`, `libxengnttab.so.1` and `libxenmanage.so.1` with
 //! `dlopen` at run time and resolves the versioned symbols of their map
-//! files (`VERS_1.0`), so building needs no Xen header or library, and a
+//! files (`VERS_1.0`; `xenevtchn_fdopen` at `VERS_1.2`, optional: live
+//! update), so building needs no Xen header or library, and a
 //! machine without Xen runs the daemon in socket-only or simulated mode.
 //! A directory can be given to load the libraries from instead of the
 //! system paths; that is how the simulator's stand-ins are used, through

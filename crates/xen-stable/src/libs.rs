@@ -2,7 +2,7 @@
 //!
 //! | library | functions (all `VERS_1.0`) | since |
 //! |---|---|---|
-//! | `libxenevtchn.so.1` | open, close, fd, bind_interdomain, bind_virq, notify, pending, unmask, unbind | Xen 4.7 |
+//! | `libxenevtchn.so.1` | open, close, fd, bind_interdomain, bind_virq, notify, pending, unmask, unbind; `fdopen` (`VERS_1.2`, optional: live update) | Xen 4.7 (`fdopen`: 4.15) |
 //! | `libxengnttab.so.1` | open, close, set_max_grants, map_grant_ref, unmap | Xen 4.7 |
 //! | `libxenmanage.so.1` | open, close, get_domain_info, poll_changed_domain | Xen 4.21 |
 //!
@@ -16,7 +16,7 @@ use crate::{
 };
 use std::ffi::{c_int, c_uint, c_void};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -61,7 +61,15 @@ impl XenLibs {
 
     /// Opens the event channel device through libxenevtchn.
     pub fn evtchn(&self) -> Result<Evtchn, XenError> {
-        Evtchn::open(self.dir.as_deref())
+        Evtchn::open(self.dir.as_deref(), None)
+    }
+
+    /// Takes the event-channel descriptor `fd` that the binary before
+    /// this one left open across `exec` (live update), with every port
+    /// bound through it: libxenevtchn's `xenevtchn_fdopen` (`VERS_1.2`,
+    /// Xen 4.15+). The handle owns `fd` from now on.
+    pub fn evtchn_inherited(&self, fd: OwnedFd) -> Result<Evtchn, XenError> {
+        Evtchn::open(self.dir.as_deref(), Some(fd))
     }
 
     /// Opens the grant device through libxengnttab.
@@ -88,6 +96,10 @@ type EvHandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type EvPortFn = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
 type EvBindInter = unsafe extern "C" fn(*mut c_void, u32, u32) -> c_int;
 type EvBindVirq = unsafe extern "C" fn(*mut c_void, c_uint) -> c_int;
+type EvFdOpen = unsafe extern "C" fn(*mut c_void, c_int, c_uint) -> *mut c_void;
+
+/// The symbol version of `xenevtchn_fdopen`.
+const V1_2: &str = "VERS_1.2";
 
 /// An open libxenevtchn handle.
 pub struct Evtchn {
@@ -100,11 +112,31 @@ pub struct Evtchn {
     pending: EvHandleFn,
     unmask: EvPortFn,
     unbind: EvPortFn,
+    /// `xenevtchn_fdopen`, when the library has it (Xen 4.15+).
+    fdopen: Option<EvFdOpen>,
     sim_death: Option<SimDeathChannel>,
     _lib: Library,
 }
 
 impl Evtchn {
+    /// True if a handle's descriptor can be taken again after `exec`
+    /// (`xenevtchn_fdopen`, `VERS_1.2`): what a live update with guests
+    /// needs from the library.
+    pub fn can_be_inherited(&self) -> bool {
+        self.fdopen.is_some()
+    }
+
+    /// Keeps the handle's descriptor open across the next `exec` (`true`)
+    /// or closes it there again (`false`): the event channels bound
+    /// through it survive with it.
+    pub fn keep_across_exec(&self, keep: bool) -> io::Result<()> {
+        if keep {
+            crate::inherit::keep_across_exec(self.fd)
+        } else {
+            crate::inherit::close_on_exec(self.fd)
+        }
+    }
+
     /// True if the simulator's death channels are available.
     pub fn has_death_channels(&self) -> bool {
         self.sim_death.is_some()
@@ -123,7 +155,8 @@ impl Evtchn {
         Self::port_result(r, "xensim_bind_death_channel")
     }
 
-    fn open(dir: Option<&Path>) -> Result<Evtchn, XenError> {
+    /// Opens a new handle, or (`inherited`) takes an inherited descriptor.
+    fn open(dir: Option<&Path>, inherited: Option<OwnedFd>) -> Result<Evtchn, XenError> {
         let lib = Library::open("libxenevtchn.so.1", "4.7", dir)?;
         // SAFETY (each `func`): the types match the prototypes of
         // xenevtchn.h for these VERS_1.0 symbols.
@@ -138,9 +171,34 @@ impl Evtchn {
         let unbind = unsafe { func(&lib, "xenevtchn_unbind") }?;
         // SAFETY: the simulator stand-in's type for this XENSIM_1.0 symbol.
         let sim_death = unsafe { sim_func::<SimDeathChannel>(&lib, "xensim_bind_death_channel") };
-        // SAFETY: NULL logger means "log to stderr"; flags 0 are valid.
-        let h = unsafe { open(std::ptr::null_mut(), 0) };
-        let h = NonNull::new(h).ok_or_else(|| call_err("xenevtchn_open"))?;
+        let fdopen = lib.symbol("xenevtchn_fdopen", V1_2).ok().map(|p| {
+            // SAFETY: the type matches xenevtchn.h's prototype of this
+            // VERS_1.2 symbol; see `func`.
+            unsafe { std::mem::transmute_copy::<*mut c_void, EvFdOpen>(&p) }
+        });
+        let h = match inherited {
+            None => {
+                // SAFETY: NULL logger means "log to stderr"; flags 0 are
+                // valid.
+                let h = unsafe { open(std::ptr::null_mut(), 0) };
+                NonNull::new(h).ok_or_else(|| call_err("xenevtchn_open"))?
+            }
+            Some(fd) => {
+                let f = fdopen.ok_or(XenError::Symbol {
+                    lib: "libxenevtchn.so.1",
+                    symbol: "xenevtchn_fdopen",
+                    version: V1_2,
+                })?;
+                // SAFETY: NULL logger, flags 0 (the only valid ones); `fd`
+                // is open and ours, and handed to the new handle on
+                // success (released from `fd` below).
+                let h = unsafe { f(std::ptr::null_mut(), fd.as_raw_fd(), 0) };
+                let h = NonNull::new(h).ok_or_else(|| call_err("xenevtchn_fdopen"))?;
+                // The handle owns the descriptor now (closed with it).
+                let _ = fd.into_raw_fd();
+                h
+            }
+        };
         // SAFETY: `h` is the live handle just opened.
         let fd = unsafe { fd_fn(h.as_ptr()) };
         if fd < 0 {
@@ -159,6 +217,7 @@ impl Evtchn {
             pending,
             unmask,
             unbind,
+            fdopen,
             sim_death,
             _lib: lib,
         })

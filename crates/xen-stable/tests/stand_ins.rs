@@ -108,6 +108,42 @@ fn production_backend_runs_on_the_simulator() {
     assert_eq!(sim.with(|h| h.pending(g)), Some(gport));
     ev.unmask(lport).expect("unmask");
 
+    // An inherited handle (xenevtchn_fdopen, as after a live update's
+    // exec): the same open device, with its ports and queued events; the
+    // first handle's close does not unbind them while a descriptor of it
+    // is open.
+    assert!(ev.can_be_inherited());
+    let kept = ev.fd().try_clone_to_owned().expect("dup");
+    sim.with(|h| h.unmask(g, gport));
+    sim.with(|h| h.notify(g, gport)).expect("guest notifies");
+    drop(ev);
+    let mut ev = libs.evtchn_inherited(kept).expect("xenevtchn_fdopen");
+    let got = loop {
+        assert!(readable(ev.fd()), "the notification queued before arrives");
+        let p = ev.pending().expect("pending");
+        if p != virq {
+            break p;
+        }
+        ev.unmask(virq).expect("unmask");
+    };
+    assert_eq!(got, lport);
+    ev.unmask(lport).expect("unmask");
+    ev.notify(lport).expect("notify guest");
+    assert_eq!(sim.with(|h| h.pending(g)), Some(gport));
+    assert_eq!(
+        ev.bind_virq(xen_stable::VIRQ_DOM_EXC)
+            .expect_err("still bound")
+            .errno(),
+        Some(libc::EEXIST)
+    );
+    let (not_evtchn, _peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+    assert_eq!(
+        libs.evtchn_inherited(not_evtchn.into())
+            .err()
+            .and_then(|e| e.errno()),
+        Some(libc::EBADF)
+    );
+
     // libxengnttab: the guest's ring page, shared with the guest.
     let mut gt = libs.gnttab().expect("libxengnttab stand-in");
     let page = gt.map_ring(g).expect("map ring");

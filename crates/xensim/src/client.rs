@@ -56,12 +56,40 @@ impl Client {
     }
 
     /// Makes this connection an event-channel handle and opens the second
-    /// connection on which its pending ports arrive.
+    /// connection on which its pending ports arrive (close-on-exec). That
+    /// connection is the handle: bound to the abstract name the simulator
+    /// gave, it names the handle after an exec ([`Client::reopen_evtchn`]).
     pub fn open_evtchn(&mut self) -> io::Result<UnixStream> {
-        let h = self.call_ok(Op::OpenEvtchn, &[])?;
-        let mut ev = UnixStream::connect(&self.socket)?;
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let r = self.call(Op::OpenEvtchn, &[])?;
+        let h = r.result()?;
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::bind(&fd, &SocketAddrUnix::new_abstract_name(r.text.as_bytes())?)?;
+        rustix::net::connect(&fd, &SocketAddrUnix::new(self.socket.as_path())?)?;
+        let mut ev = UnixStream::from(fd);
         ev.write_all(&Request::new(Op::AttachEvents, &[h as u64]).encode())?;
         Reply::read_from(&mut ev)?.result()?;
         Ok(ev)
+    }
+
+    /// Connects to `XENSIM_SOCKET` as `XENSIM_DOMID` for the handle whose
+    /// event connection `events` is (one inherited across exec): what
+    /// `xenevtchn_fdopen` does. Fails with EBADF if `events` is not an
+    /// event connection of this simulator.
+    pub fn reopen_evtchn(events: &UnixStream) -> io::Result<Client> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = events.local_addr()?;
+        let (token, h) = addr
+            .as_abstract_name()
+            .and_then(crate::protocol::parse_evtchn_name)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        let mut c = Client::from_env()?;
+        c.call_ok(Op::ReopenEvtchn, &[token, h])?;
+        Ok(c)
     }
 }

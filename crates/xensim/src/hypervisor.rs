@@ -730,6 +730,11 @@ impl Hypervisor {
     /// Closes a port of `domid`. Closing the `VIRQ_DOM_EXC` port frees the
     /// changed-domain bitmap; closing an interdomain port leaves the peer's
     /// end unbound.
+    /// The domain and local port `VIRQ_DOM_EXC` is bound to, if it is.
+    pub fn virq_binding(&self) -> Option<(u32, u32)> {
+        self.virq
+    }
+
     pub fn unbind(&mut self, domid: u32, port: u32) -> Result<(), Errno> {
         self.calls.evtchn += 1;
         let b = self

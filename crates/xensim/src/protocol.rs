@@ -22,6 +22,22 @@ pub const ENV_SOCKET: &str = "XENSIM_SOCKET";
 /// Environment variable naming the domain a client runs in.
 pub const ENV_DOMID: &str = "XENSIM_DOMID";
 
+/// The abstract socket name of the event connection of handle `handle`
+/// of the simulator whose token is `token`: after `exec`, the inherited
+/// descriptor names its handle through it (`getsockname`), as an open
+/// `/dev/xen/evtchn` file is its own handle.
+pub fn evtchn_name(token: u64, handle: u64) -> String {
+    format!("xensim-evtchn-{token:016x}-{handle}")
+}
+
+/// The `(token, handle)` of an event connection's abstract name.
+pub fn parse_evtchn_name(name: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(name).ok()?;
+    let rest = s.strip_prefix("xensim-evtchn-")?;
+    let (token, handle) = rest.split_once('-')?;
+    Some((u64::from_str_radix(token, 16).ok()?, handle.parse().ok()?))
+}
+
 /// Request size.
 pub const REQUEST_SIZE: usize = 36;
 
@@ -31,10 +47,20 @@ pub const REQUEST_SIZE: usize = 36;
 pub enum Op {
     /// `[domid]`: the domain this connection acts for.
     Hello = 1,
-    /// `[]` -> handle id: this connection becomes an evtchn handle.
+    /// `[]` -> handle id, text: the abstract socket name the handle's
+    /// event connection must be bound to ([`evtchn_name`]): this
+    /// connection becomes an evtchn handle.
     OpenEvtchn = 2,
     /// `[handle]`: this connection receives the handle's pending ports.
+    /// It is the handle's kernel object: the handle lives while this
+    /// connection is open (in any process), as an open file of
+    /// `/dev/xen/evtchn` does.
     AttachEvents = 3,
+    /// `[token, handle]`: this connection acts for an existing handle
+    /// whose event connection the caller holds (`xenevtchn_fdopen` after
+    /// exec). `token` and `handle` come from the event connection's
+    /// abstract socket name ([`evtchn_name`]).
+    ReopenEvtchn = 4,
     /// `[remote_domid, remote_port]` -> local port.
     BindInterdomain = 10,
     /// `[virq]` -> local port.
@@ -105,6 +131,7 @@ impl Op {
             1 => Hello,
             2 => OpenEvtchn,
             3 => AttachEvents,
+            4 => ReopenEvtchn,
             10 => BindInterdomain,
             11 => BindVirq,
             12 => Notify,
@@ -297,5 +324,10 @@ mod tests {
         assert_eq!(rep.result().unwrap_err().raw_os_error(), Some(2));
         assert_eq!(Op::from_u32(31), Some(Op::PollChangedDomain));
         assert_eq!(Op::from_u32(99), None);
+        assert_eq!(Op::from_u32(4), Some(Op::ReopenEvtchn));
+        let n = evtchn_name(0xabc, 17);
+        assert_eq!(parse_evtchn_name(n.as_bytes()), Some((0xabc, 17)));
+        assert_eq!(parse_evtchn_name(b"xensim-evtchn-zz-1"), None);
+        assert_eq!(parse_evtchn_name(b"other"), None);
     }
 }

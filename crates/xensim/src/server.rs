@@ -18,7 +18,7 @@
 use crate::hypervisor::{Errno, Hypervisor, ShutdownReason};
 use crate::protocol::{Op, Reply, Request};
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +42,9 @@ const EINVAL: i32 = 22;
 struct Handle {
     domid: u32,
     events: Option<UnixStream>,
+    /// The simulator connection that is the event connection (its end
+    /// closing closes the handle).
+    attached_by: Option<u64>,
 }
 
 struct State {
@@ -55,6 +58,16 @@ struct State {
     next_handle: u64,
     handles: HashMap<u64, Handle>,
     owner: HashMap<(u32, u32), u64>,
+    /// Names this simulator's event connections apart from another's
+    /// (their abstract socket names share one namespace).
+    token: u64,
+    /// Domains to destroy the moment `VIRQ_DOM_EXC` is unbound (a test
+    /// reaching into a live update's switch: see
+    /// [`Sim::destroy_when_virq_unbound`]).
+    destroy_on_virq_unbind: Vec<u32>,
+    /// Run the moment `VIRQ_DOM_EXC` is unbound (see
+    /// [`Sim::when_virq_unbound`]).
+    run_on_virq_unbind: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl State {
@@ -174,6 +187,10 @@ struct Conn {
     /// Unique among the simulator's connections (names per-connection
     /// files).
     id: u64,
+    /// Grant mappings made through this connection, per domain: dropped
+    /// when it closes, as gntdev's release unmaps everything of a closed
+    /// (or exec'ed close-on-exec) descriptor.
+    grants: HashMap<u32, u32>,
 }
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -237,10 +254,27 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
                 Handle {
                     domid: c.domid,
                     events: None,
+                    attached_by: None,
                 },
             );
             c.handle = Some(h);
-            Reply::ok(h as i64)
+            Reply {
+                status: h as i64,
+                vals: [0; 3],
+                text: crate::protocol::evtchn_name(st.token, h),
+            }
+        }
+        Op::ReopenEvtchn => {
+            let (token, h) = (a[0], a[1]);
+            match st.handles.get(&h) {
+                Some(handle)
+                    if token == st.token && handle.domid == c.domid && handle.events.is_some() =>
+                {
+                    c.handle = Some(h);
+                    Reply::ok(h as i64)
+                }
+                _ => Reply::err(errno(Errno::Einval)),
+            }
         }
         Op::BindInterdomain => r((|| {
             let h = need_handle(c)?;
@@ -284,8 +318,17 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
         })),
         Op::Unbind => r((|| {
             let p = arg32(a[0])?;
+            let virq = st.hyp.virq_binding() == Some((c.domid, p));
             st.hyp.unbind(c.domid, p)?;
             st.owner.remove(&(c.domid, p));
+            if virq {
+                for d in std::mem::take(&mut st.destroy_on_virq_unbind) {
+                    let _ = st.destroy(d);
+                }
+                for f in std::mem::take(&mut st.run_on_virq_unbind) {
+                    f();
+                }
+            }
             Ok(0)
         })()),
         Op::GrantMap => {
@@ -298,16 +341,25 @@ fn handle(st: &mut State, c: &mut Conn, req: Request) -> Reply {
                 Ok(d)
             })();
             match res {
-                Ok(d) => Reply {
-                    status: 0,
-                    vals: [0; 3],
-                    text: st.ring_path(d).to_string_lossy().into_owned(),
-                },
+                Ok(d) => {
+                    *c.grants.entry(d).or_default() += 1;
+                    Reply {
+                        status: 0,
+                        vals: [0; 3],
+                        text: st.ring_path(d).to_string_lossy().into_owned(),
+                    }
+                }
                 Err(e) => Reply::err(errno(e)),
             }
         }
         Op::GrantUnmap => r(arg32(a[0]).map(|d| {
-            st.hyp.drop_ref(d);
+            if let Some(n) = c.grants.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    c.grants.remove(&d);
+                }
+                st.hyp.drop_ref(d);
+            }
             0
         })),
         Op::DomainInfo => match arg32(a[0]).and_then(|d| st.hyp.get_domain_info(d)) {
@@ -450,6 +502,9 @@ impl Sim {
             next_handle: 1,
             handles: HashMap::new(),
             owner: HashMap::new(),
+            token: sim_token(dir),
+            destroy_on_virq_unbind: Vec::new(),
+            run_on_virq_unbind: Vec::new(),
         };
         st.make_ring(0)?;
         let _ = std::fs::remove_file(dir.join("xsd_kva"));
@@ -513,6 +568,21 @@ impl Sim {
         r
     }
 
+    /// Destroys `domid` the moment the holder of `VIRQ_DOM_EXC` unbinds it
+    /// (as a live-updating xenstored does right before its exec): a death
+    /// its next binary can only learn by looking (no event is raised for
+    /// it while nothing is bound). Once.
+    pub fn destroy_when_virq_unbound(&self, domid: u32) {
+        lock(&self.state).destroy_on_virq_unbind.push(domid);
+    }
+
+    /// Runs `f` (a guest writing into its ring page, say) the moment the
+    /// holder of `VIRQ_DOM_EXC` unbinds it: during a live update's switch.
+    /// Once.
+    pub fn when_virq_unbound(&self, f: impl FnOnce() + Send + 'static) {
+        lock(&self.state).run_on_virq_unbind.push(Box::new(f));
+    }
+
     /// The path of a domain's ring page.
     pub fn ring_path(&self, domid: u32) -> PathBuf {
         lock(&self.state).ring_path(domid)
@@ -527,6 +597,20 @@ impl Sim {
     }
 }
 
+/// A token naming this simulator's event connections: its process, its
+/// directory and the time it started.
+fn sim_token(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::process::id().hash(&mut h);
+    dir.hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    NEXT_CONN
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .hash(&mut h);
+    h.finish() >> 8
+}
+
 fn serve(state: Arc<Mutex<State>>, mut s: UnixStream) {
     let Ok(hello) = Request::read_from(&mut s) else {
         return;
@@ -535,6 +619,7 @@ fn serve(state: Arc<Mutex<State>>, mut s: UnixStream) {
         domid: u32::try_from(hello.args[0]).unwrap_or(u32::MAX),
         handle: None,
         id: NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        grants: HashMap::new(),
     };
     match Op::from_u32(hello.op) {
         Some(Op::Hello) => {
@@ -544,17 +629,41 @@ fn serve(state: Arc<Mutex<State>>, mut s: UnixStream) {
         }
         Some(Op::AttachEvents) => {
             let h = hello.args[0];
-            let mut st = lock(&state);
-            let ok = match (st.handles.get_mut(&h), s.try_clone()) {
-                (Some(handle), Ok(clone)) => {
-                    handle.events = Some(clone);
-                    true
+            {
+                let mut st = lock(&state);
+                let ok = match (st.handles.get_mut(&h), s.try_clone()) {
+                    (Some(handle), Ok(clone)) if handle.events.is_none() => {
+                        handle.events = Some(clone);
+                        handle.attached_by = Some(c.id);
+                        true
+                    }
+                    _ => false,
+                };
+                let reply = if ok { Reply::ok(0) } else { Reply::err(EINVAL) };
+                let _ = reply.write_to(&mut s);
+                st.deliver();
+                if !ok {
+                    return;
                 }
-                _ => false,
-            };
-            let reply = if ok { Reply::ok(0) } else { Reply::err(EINVAL) };
-            let _ = reply.write_to(&mut s);
-            st.deliver();
+            }
+            // The handle lives as long as its event connection: until the
+            // last descriptor of the other end closes (xenevtchn_close,
+            // process exit, exec of a close-on-exec descriptor), wherever
+            // it was inherited.
+            let mut b = [0u8; 64];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let mut st = lock(&state);
+            if st.handles.get(&h).and_then(|x| x.attached_by) == Some(c.id) {
+                st.close_handle(h);
+                st.deliver();
+            }
             return;
         }
         _ => return,
@@ -570,9 +679,18 @@ fn serve(state: Arc<Mutex<State>>, mut s: UnixStream) {
             break;
         }
     }
+    let mut st = lock(&state);
+    // A handle whose event connection never came closes with this one;
+    // one with an event connection lives as long as that.
     if let Some(h) = c.handle {
-        let mut st = lock(&state);
-        st.close_handle(h);
-        st.deliver();
+        if st.handles.get(&h).is_some_and(|x| x.events.is_none()) {
+            st.close_handle(h);
+        }
     }
+    for (d, n) in c.grants {
+        for _ in 0..n {
+            st.hyp.drop_ref(d);
+        }
+    }
+    st.deliver();
 }

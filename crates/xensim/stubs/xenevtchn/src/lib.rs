@@ -3,6 +3,13 @@
 //! and symbol version as Xen's. As with `/dev/xen/evtchn`, the handle's
 //! descriptor becomes readable when a port is pending, `pending` returns
 //! it (masked), and `unmask` re-enables it.
+//!
+//! The handle's descriptor (`xenevtchn_fd`) is the handle, as an open
+//! `/dev/xen/evtchn` file is: the simulator keeps the handle and its
+//! bindings while that socket is open in any process, so a descriptor
+//! kept across `exec` (`XENEVTCHN_NO_CLOEXEC`, or close-on-exec cleared)
+//! is taken again with `xenevtchn_fdopen`, ports, bindings and queued
+//! events included. The socket's abstract name tells the handle.
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::io::Read;
@@ -23,6 +30,7 @@ std::arch::global_asm!(
     ".symver xensim_xenevtchn_unbind, xenevtchn_unbind@@VERS_1.0",
     ".symver xensim_xenevtchn_unmask, xenevtchn_unmask@@VERS_1.0",
     ".symver xensim_xenevtchn_pending, xenevtchn_pending@@VERS_1.0",
+    ".symver xensim_xenevtchn_fdopen, xenevtchn_fdopen@@VERS_1.2",
     ".symver xensim_impl_bind_death_channel, xensim_bind_death_channel@@XENSIM_1.0",
 );
 
@@ -62,6 +70,10 @@ pub extern "C" fn xensim_xenevtchn_open(_logger: *mut c_void, flags: c_uint) -> 
     }
     let opened = Client::from_env().and_then(|mut client| {
         let events = client.open_evtchn()?;
+        if flags & NO_CLOEXEC != 0 {
+            let fl = rustix::io::fcntl_getfd(&events)?;
+            rustix::io::fcntl_setfd(&events, fl - rustix::io::FdFlags::CLOEXEC)?;
+        }
         Ok(Handle { client, events })
     });
     match opened {
@@ -71,6 +83,48 @@ pub extern "C" fn xensim_xenevtchn_open(_logger: *mut c_void, flags: c_uint) -> 
             std::ptr::null_mut()
         }
     }
+}
+
+/// `xenevtchn_fdopen` (`VERS_1.2`): a handle over `fd`, an event-channel
+/// descriptor inherited across exec; the handle owns it from now on.
+/// `flags` must be 0 (EINVAL); a descriptor that is not an event channel
+/// of this simulator is refused (EBADF; Xen's library does not look).
+#[no_mangle]
+pub extern "C" fn xensim_xenevtchn_fdopen(
+    _logger: *mut c_void,
+    fd: c_int,
+    flags: c_uint,
+) -> *mut c_void {
+    if flags != 0 {
+        set_errno(libc::EINVAL);
+        return std::ptr::null_mut();
+    }
+    if fd < 0 {
+        set_errno(libc::EBADF);
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `fd` is only looked at while the caller keeps it open (the
+    // call's contract); ownership is taken below only once it is known
+    // to be one of our event connections.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let Ok(dup) = borrowed.try_clone_to_owned() else {
+        set_errno(libc::EBADF);
+        return std::ptr::null_mut();
+    };
+    let probe = UnixStream::from(dup);
+    let client = match Client::reopen_evtchn(&probe) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return std::ptr::null_mut();
+        }
+    };
+    drop(probe);
+    // SAFETY: the caller hands `fd` over to the handle (as Xen's
+    // xenevtchn_fdopen takes it: xenevtchn_close closes it); it is open
+    // and a Unix socket (checked above).
+    let events = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Box::into_raw(Box::new(Handle { client, events })).cast()
 }
 
 /// `xenevtchn_close`: the simulator unbinds the handle's ports.
