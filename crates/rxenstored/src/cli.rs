@@ -11,6 +11,7 @@ use xenstore_store::quota::{Quota, QuotaSet};
     version,
     disable_help_flag = true,
     disable_version_flag = true,
+    args_override_self = true,
     about = "Xenstore daemon (drop-in for C xenstored) using only stable Xen interfaces",
     long_about = "rxenstored keeps the Xenstore database of a Xen host: the toolstack, device \
 backends and every guest exchange configuration and status through it, with watches, \
@@ -181,6 +182,42 @@ pub struct Options {
     #[arg(long = "no-xen")]
     pub no_xen: bool,
 
+    /// C xenstored's `-D` / `--no-domain-init` (4.17): accepted and
+    /// ignored (rxenstored always serves the domains it can).
+    #[arg(short = 'D', long = "no-domain-init", hide = true)]
+    pub no_domain_init: bool,
+
+    /// C xenstored's `--event PORT`: the local domain's event channel
+    /// port, used instead of the one in --xsd-port's file.
+    #[arg(short = 'e', long = "event", value_name = "PORT")]
+    pub event: Option<u32>,
+
+    /// C xenstored's `-R` / `--no-recovery` (4.17, debug only): accepted
+    /// and ignored.
+    #[arg(short = 'R', long = "no-recovery", hide = true)]
+    pub no_recovery: bool,
+
+    /// C xenstored's `-I` / `--internal-db[=on|off]` (4.17): accepted and
+    /// ignored (the store is always in memory).
+    #[arg(
+        short = 'I',
+        long = "internal-db",
+        hide = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on",
+        value_name = "on|off"
+    )]
+    pub internal_db: Option<String>,
+
+    /// On a failed take-over (`-U` with a state file this daemon refuses):
+    /// the binary to run instead, with the same arguments and the state
+    /// file left in place (e.g. C xenstored). Default: the first of
+    /// /usr/lib/xen-*/bin/xenstored and /usr/sbin/xenstored that is not
+    /// this executable.
+    #[arg(long = "fallback-xenstored", value_name = "FILE")]
+    pub fallback_xenstored: Option<PathBuf>,
+
     /// Live update: take over the state and connections a previous
     /// xenstored left (its `live-update` command runs the new binary so).
     #[arg(short = 'U', long = "live-update")]
@@ -271,6 +308,103 @@ fn split_setting(s: &str) -> Option<(&str, u64)> {
 }
 
 impl Options {
+    /// C xenstored's options this daemon accepts but does not act on,
+    /// each with why (logged as warnings at start-up).
+    pub fn ignored_c_options(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.no_domain_init {
+            v.push("-D/--no-domain-init ignored: guests are served as usual".to_string());
+        }
+        if self.no_recovery {
+            v.push("-R/--no-recovery ignored: the store is never recovered from disk".into());
+        }
+        if let Some(x) = &self.internal_db {
+            v.push(format!(
+                "-I/--internal-db={x} ignored: the store is always in memory"
+            ));
+        }
+        v
+    }
+
+    /// The command line C xenstored (4.17 to 4.21) gets when this daemon
+    /// hands the host back to it by live update, without the program name
+    /// and ending with `-U`: only options both 4.17 and 4.20 know (C stops
+    /// at a long option it does not know followed by a value), the
+    /// rxenstored-only ones dropped (the socket and the state file are
+    /// found by `XENSTORED_RUNDIR` / `XENSTORED_PATH`, which C reads too).
+    /// Quotas C names differently are given in its option forms.
+    pub fn c_argv(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        let mut opt = |name: &str, value: String| {
+            v.push(format!("--{name}={value}").into());
+        };
+        if let Some(p) = &self.pid_file {
+            opt("pid-file", p.display().to_string());
+        }
+        if let Some(p) = &self.trace_file {
+            opt("trace-file", p.display().to_string());
+        }
+        let mut set: Vec<(Quota, u64)> = Vec::new();
+        for (val, q) in [
+            (self.entry_nb, Quota::Nodes),
+            (self.entry_size, Quota::NodeSize),
+            (self.watch_nb, Quota::Watches),
+            (self.transaction, Quota::Transactions),
+            (self.perm_nb, Quota::NodePermissions),
+            (self.path_max, Quota::PathMax),
+        ] {
+            if let Some(val) = val {
+                set.push((q, val));
+            }
+        }
+        for s in &self.quota {
+            if let Some((k, val)) = split_setting(s) {
+                if let Some(q) = Quota::from_name(k.as_bytes()) {
+                    set.retain(|(x, _)| *x != q);
+                    set.push((q, val));
+                }
+            }
+        }
+        for (q, val) in set {
+            match q {
+                Quota::Nodes => opt("entry-nb", val.to_string()),
+                Quota::NodeSize => opt("entry-size", val.to_string()),
+                Quota::Watches => opt("watch-nb", val.to_string()),
+                Quota::Transactions => opt("transaction", val.to_string()),
+                Quota::NodePermissions => opt("perm-nb", val.to_string()),
+                Quota::PathMax => opt("path-max", val.to_string()),
+                Quota::Outstanding | Quota::Memory | Quota::TransactionNodes => {
+                    opt("quota", format!("{}={val}", q.name()))
+                }
+            }
+        }
+        for s in &self.quota_soft {
+            opt("quota-soft", s.clone());
+        }
+        for s in &self.timeout {
+            opt("timeout", s.clone());
+        }
+        if let Some(d) = self.priv_domid {
+            opt("priv-domid", d.to_string());
+        }
+        if let Some(d) = self.master_domid {
+            opt("master-domid", d.to_string());
+        }
+        if let Some(e) = self.event {
+            opt("event", e.to_string());
+        }
+        if self.keep_orphans {
+            v.push("--keep-orphans".into());
+        }
+        // Forked (C's default) unless the first daemon ran in the
+        // foreground.
+        if self.no_fork && !self.daemon_child {
+            v.push("--no-fork".into());
+        }
+        v.push("-U".into());
+        v
+    }
+
     /// The socket path, by the rules C xenstored and libxenstore share.
     pub fn socket_path(&self) -> PathBuf {
         if let Some(p) = &self.socket {
@@ -335,7 +469,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Options {
-        Options::try_parse_from(std::iter::once("rxenstored").chain(args.iter().copied())).unwrap()
+        Options::try_parse_from(std::iter::once("rxenstored").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     #[test]
@@ -373,6 +508,104 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn every_c_option_is_accepted() {
+        // C 4.17's option table (xenstored_core.c: options[] and the
+        // getopt string), then 4.20's additions (core.c), as C passes its
+        // argv on live update: its own argv plus -U.
+        let o = parse(&[
+            "--pid-file=/run/xenstore.pid",
+            "-D",
+            "-E",
+            "1000",
+            "--event=7",
+            "--master-domid=0",
+            "-N",
+            "--priv-domid=0",
+            "-P",
+            "-S",
+            "2048",
+            "-T",
+            "/var/log/t",
+            "-t",
+            "10",
+            "-A",
+            "5",
+            "-M",
+            "1024",
+            "-Q",
+            "outstanding=20",
+            "-Q",
+            "transaction-nodes=100",
+            "-Q",
+            "memory=200000",
+            "-q",
+            "memory=100000",
+            "-w",
+            "watch-event=20",
+            "-R",
+            "-I",
+            "--internal-db=off",
+            "-K",
+            "-V",
+            "-W",
+            "128",
+            "--trace-control=+io",
+            "-U",
+        ]);
+        assert!(o.live_update && o.no_domain_init && o.no_recovery && o.keep_orphans);
+        assert_eq!(o.event, Some(7));
+        assert_eq!(o.internal_db.as_deref(), Some("off"));
+        assert_eq!(o.ignored_c_options().len(), 3);
+        let q = o.quotas().unwrap();
+        assert_eq!(q.get(Quota::Outstanding), 20);
+        assert_eq!(q.get(Quota::Nodes), 1000);
+        let o = parse(&["-I", "--live-update"]);
+        assert_eq!(o.internal_db.as_deref(), Some("on"));
+    }
+
+    #[test]
+    fn the_c_command_line_has_only_options_c_knows() {
+        let o = parse(&[
+            "--pid-file",
+            "/run/xenstore.pid",
+            "-T",
+            "/t",
+            "--log-file",
+            "/l",
+            "--socket",
+            "/s",
+            "-Q",
+            "nodes=9",
+            "-Q",
+            "outstanding=3",
+            "-E",
+            "5",
+            "-K",
+            "--internal-daemon-child",
+            "-V",
+            "--domain-state",
+            "poll",
+        ]);
+        let a: Vec<String> = o
+            .c_argv()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            a,
+            [
+                "--pid-file=/run/xenstore.pid",
+                "--trace-file=/t",
+                "--entry-nb=9",
+                "--quota=outstanding=3",
+                "--keep-orphans",
+                "-U"
+            ]
+        );
+        assert!(parse(&["-N"]).c_argv().contains(&"--no-fork".into()));
     }
 
     #[test]

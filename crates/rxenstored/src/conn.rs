@@ -168,6 +168,15 @@ impl Output {
         before - self.items.len()
     }
 
+    /// Charges every queued message its own length (output handed over
+    /// by a live update: charged to the receiving domain again, the
+    /// unwritten tail of a message going out for that tail only).
+    pub fn charge_all(&mut self) {
+        for q in &mut self.items {
+            q.charged = q.bytes.len();
+        }
+    }
+
     /// Empties the queue, handing every message to `done`.
     pub fn clear(&mut self, mut done: impl FnMut(Queued)) {
         self.front_pos = 0;

@@ -93,6 +93,21 @@ pub trait DomainState {
     fn on_port(&mut self, _port: u32, _served: &Served) -> Option<Vec<Change>> {
         None
     }
+    /// Every domain that matters, looked at once (after a live update:
+    /// deaths and shutdowns during the switch were not reported), as C
+    /// xenstored's `check_domains` does at its `-U` start-up.
+    fn check_all(&mut self, known: &Known) -> Vec<Change> {
+        self.on_virq(known)
+    }
+    /// A live update is about to `exec`: unbind this backend's own ports
+    /// (the next binary binds its own; their numbers are not in the
+    /// stream). [`DomainState::track`] binds them again if it fails.
+    fn release_ports(&mut self, _evtchn: &mut Evtchn) {}
+    /// Whether [`DomainState::identity`] is the hypervisor's `unique_id`
+    /// (what a live-update stream's `unique-id` field holds).
+    fn identity_is_unique_id(&self) -> bool {
+        true
+    }
 }
 
 /// What a changed-domain report means for a domain we serve, whose
@@ -159,6 +174,15 @@ impl Query {
         }
     }
 
+    /// Every domain that matters, one query each.
+    fn check_all(&mut self, known: &Known) -> Vec<Change> {
+        known
+            .all()
+            .into_iter()
+            .filter_map(|(d, uid)| self.followup(d, uid))
+            .collect()
+    }
+
     /// Drains the changed-domain feed.
     fn drain(&mut self) -> Vec<(u32, DomainInfo)> {
         let mut v = Vec::new();
@@ -201,6 +225,20 @@ impl DomainState for Feed {
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
         self.0.drain()
     }
+    /// The feed (binding the VIRQ marked every existing domain changed),
+    /// then a query for each domain that matters and was not in it (gone
+    /// during the switch).
+    fn check_all(&mut self, known: &Known) -> Vec<Change> {
+        let reported: HashMap<u32, DomainInfo> = self.0.drain().into_iter().collect();
+        known
+            .all()
+            .into_iter()
+            .filter_map(|(d, uid)| match reported.get(&d) {
+                Some(info) => classify(d, info, uid),
+                None => self.0.followup(d, uid),
+            })
+            .collect()
+    }
 }
 
 /// Before Xen 4.21: the list of domains through libxencall.
@@ -221,6 +259,9 @@ impl DomainState for List {
     }
     fn identity(&mut self, domid: u32) -> Option<u64> {
         self.0.get(domid).ok().flatten().map(|d| d.identity())
+    }
+    fn identity_is_unique_id(&self) -> bool {
+        false
     }
     /// One list from the lowest to the highest domid served (one call per
     /// 512 domains), diffed against the domains served.
@@ -283,6 +324,9 @@ impl DomainState for NoState {
     }
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
         Vec::new()
+    }
+    fn identity_is_unique_id(&self) -> bool {
+        false
     }
 }
 
@@ -371,6 +415,9 @@ impl DomainState for Bitmap {
     fn existing(&mut self) -> Vec<(u32, DomainInfo)> {
         self.query.drain()
     }
+    fn check_all(&mut self, known: &Known) -> Vec<Change> {
+        self.query.check_all(known)
+    }
 }
 
 /// Simulator only: a death event channel per served domain; the port
@@ -417,6 +464,15 @@ impl DomainState for Channel {
         let d = *self.ports.get(&port)?;
         let uid = served.get(&d).copied().flatten();
         Some(self.query.followup(d, uid).into_iter().collect())
+    }
+    fn check_all(&mut self, known: &Known) -> Vec<Change> {
+        self.query.check_all(known)
+    }
+    fn release_ports(&mut self, evtchn: &mut Evtchn) {
+        for (p, _) in self.ports.drain() {
+            let _ = evtchn.unbind(p);
+        }
+        self.of.clear();
     }
 }
 

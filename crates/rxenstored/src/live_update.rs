@@ -8,13 +8,18 @@
 //! WATCH records, the NODE records in tree order, the DOMAIN records) and
 //! restores from one.
 //!
-//! What is handed over today: socket connections (by descriptor, with
-//! their unprocessed input and unsent output, a partly written message
-//! included), watches, the tree, domain features and quotas. Ring
-//! connections are not yet: a state with guests is refused with
-//! [`LiveUpdateError::Rings`], so that no guest is ever dropped by an
-//! update. Open transactions are not handed over (C does not either): an
-//! update waits for them, or drops them when forced.
+//! What is handed over: socket connections (by descriptor) and guests'
+//! rings (domid, SET_TARGET's target, the local event-channel port, the
+//! `unique_id`), each with its unprocessed input and unsent output (a
+//! partly written message included), watches, the tree, domain features
+//! and quotas. The event-channel descriptor crosses the `exec` (GLOBAL's
+//! `evtchn-fd`) and is taken again with `xenevtchn_fdopen`, so the rings'
+//! ports stay bound; their pages are mapped again, indices untouched; the
+//! new binary then reads and signals every ring and looks at every domain
+//! once. Without `xenevtchn_fdopen` a state with guests is refused before
+//! anything changes ([`LiveUpdateError::Rings`]). Open transactions are
+//! not handed over (C does not either): an update waits for them, or
+//! drops them when forced.
 
 use crate::conn::{Output, Queued};
 use std::time::Instant;
@@ -24,9 +29,10 @@ use xenstore_proto::{Decoder, Header, HEADER_SIZE};
 /// Why a state cannot be handed over or taken over.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveUpdateError {
-    /// Guests are connected over rings: not handed over yet.
-    #[error("{0} guest ring connection(s): live update with guests is not supported yet")]
-    Rings(usize),
+    /// Guests are connected over rings and cannot be handed over (or
+    /// taken over) here: why.
+    #[error("{0} guest ring connection(s): {1}")]
+    Rings(usize, String),
     /// A socket whose descriptor is unknown (an in-memory test stream).
     #[error("connection {0} has no descriptor to hand over")]
     NoDescriptor(u64),
@@ -259,6 +265,8 @@ pub struct Start {
     pub timeout: std::time::Duration,
     /// `-v`.
     pub version: mig::Version,
+    /// Whether `-v` was given (else a hand-back to C writes version 1).
+    pub version_given: bool,
     /// When `-s` came.
     pub since: Instant,
 }
@@ -276,6 +284,8 @@ pub struct Go {
     pub cmdline: Option<String>,
     /// The stream version.
     pub version: mig::Version,
+    /// Whether `-v` chose it.
+    pub version_given: bool,
 }
 
 /// A `live-update` command's arguments (after the word `live-update`).
@@ -294,6 +304,8 @@ pub enum Command {
         timeout: std::time::Duration,
         /// `-v` (default 2).
         version: Option<mig::Version>,
+        /// Whether `-v` was given.
+        version_given: bool,
     },
     /// `-a`.
     Abort,
@@ -312,6 +324,7 @@ impl Command {
                 let mut force = false;
                 let mut timeout = 0u64;
                 let mut version = Some(mig::Version::V2);
+                let mut version_given = false;
                 let mut it = rest.iter();
                 while let Some(w) = it.next() {
                     match *w {
@@ -322,6 +335,7 @@ impl Command {
                         }
                         b"-v" => {
                             let v = it.next().ok_or(Einval)?;
+                            version_given = true;
                             version = u32::try_from(xenstore_proto::number::atoi(v))
                                 .ok()
                                 .and_then(mig::Version::from_number);
@@ -333,6 +347,7 @@ impl Command {
                     force,
                     timeout: std::time::Duration::from_secs(timeout),
                     version,
+                    version_given,
                 })
             }
             _ => Err(Einval),
@@ -389,7 +404,8 @@ mod command_tests {
             Ok(Command::Start {
                 force: true,
                 timeout: std::time::Duration::from_secs(5),
-                version: Some(mig::Version::V1)
+                version: Some(mig::Version::V1),
+                version_given: true,
             })
         );
         assert!(matches!(
@@ -422,5 +438,175 @@ mod command_tests {
             next_argv(Some("-N  -U\t-W 3"), &cur),
             ["-N", "-U", "-W", "3"]
         );
+    }
+}
+
+/// Whether `binary` is taken for C xenstored (a hand-back): its file name
+/// does not name rxenstored. Then, unless `-c` and `-v` say otherwise, it
+/// gets C's command line ([`crate::cli::Options::c_argv`]) and a version-1
+/// stream, which C 4.17 to 4.20 alone read (`lu_read_state` wants version
+/// 1 exactly).
+pub fn is_c_binary(binary: &std::path::Path) -> bool {
+    !binary
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("rxenstored"))
+}
+
+/// Everything a take-over needs of a state file, checked before any
+/// descriptor is taken: the stream well formed (`xenstore-migrate`'s
+/// reader), GLOBAL first, every socket descriptor it names open, above
+/// the standard three and named once, the nodes restorable. A state
+/// refused here leaves every descriptor as the binary before left it, so
+/// that a fallback binary can take the same state.
+pub fn check_state(bytes: &[u8]) -> Result<(), String> {
+    let stream = mig::Stream::read(bytes).map_err(|e| e.to_string())?;
+    let Some(mig::Record::Global(g)) = stream.records.first() else {
+        return Err("no GLOBAL record first".into());
+    };
+    let mut fds = std::collections::HashSet::new();
+    let mut want = |fd: i32, what: &str| -> Result<(), String> {
+        if fd < 3 || !fds.insert(fd) {
+            return Err(format!(
+                "{what}: descriptor {fd} not one to hand over (or named twice)"
+            ));
+        }
+        if !xen_stable::inherit::is_open(fd) {
+            return Err(format!("{what}: descriptor {fd} is not open"));
+        }
+        Ok(())
+    };
+    want(g.socket_fd, "listening socket")?;
+    if g.evtchn_fd >= 0 {
+        want(g.evtchn_fd, "event channel")?;
+    }
+    let mut nodes = Vec::new();
+    for r in &stream.records {
+        match r {
+            mig::Record::Connection(mig::Connection {
+                conn_id,
+                kind: mig::ConnKind::Socket { fd },
+                ..
+            }) => want(*fd, &format!("connection {conn_id}"))?,
+            mig::Record::Node(n) if n.transaction.is_none() => nodes.push(n.clone()),
+            _ => {}
+        }
+    }
+    xenstore_store::migrate::check_node_records(&nodes).map_err(|e| e.to_string())
+}
+
+/// The binary a refused take-over runs instead: `explicit`, else the
+/// first of `/usr/lib/xen-*/bin/xenstored` (Debian's C xenstored, newest
+/// version first) and `/usr/sbin/xenstored` that exists, is executable and
+/// is not this executable.
+pub fn fallback_binary(explicit: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let mut candidates: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("xen-"))
+                .map(|e| e.path().join("bin/xenstored"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.reverse();
+    candidates.push("/usr/sbin/xenstored".into());
+    candidates
+        .into_iter()
+        .find(|c| check_binary(c).is_ok() && std::fs::canonicalize(c).ok() != me && me.is_some())
+}
+
+/// What a hand-back to C xenstored changes in the state it writes: nodes
+/// owned by a domain that no longer exists (C aborts restoring them: its
+/// `read_state_node` counts each node for its owner, and the owner must
+/// exist in the hypervisor) are given to the privileged domain, as C's
+/// own `-K` does with a dead domain's nodes. Returns how many were.
+pub fn reassign_dead_owners(
+    nodes: &mut [mig::Node],
+    dead: &std::collections::HashSet<u16>,
+    priv_domid: u16,
+) -> usize {
+    let mut n = 0;
+    for node in nodes.iter_mut() {
+        if let Some(owner) = node.perms.first_mut() {
+            if dead.contains(&owner.domid) {
+                owner.domid = priv_domid;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod takeover_tests {
+    use super::*;
+
+    #[test]
+    fn c_binaries_are_told_apart() {
+        assert!(is_c_binary(std::path::Path::new(
+            "/usr/lib/xen-4.17/bin/xenstored"
+        )));
+        assert!(is_c_binary(std::path::Path::new("/usr/sbin/xenstored")));
+        assert!(!is_c_binary(std::path::Path::new(
+            "/usr/local/sbin/rxenstored"
+        )));
+        assert!(!is_c_binary(std::path::Path::new(
+            "target/release/rxenstored-new"
+        )));
+    }
+
+    #[test]
+    fn dead_owners_become_the_privileged_domain() {
+        let perm = |d| mig::Perm {
+            access: mig::PermAccess::None,
+            stale: false,
+            domid: d,
+        };
+        let node = |p: &str, ps: Vec<mig::Perm>| mig::Node {
+            path: p.as_bytes().to_vec(),
+            transaction: None,
+            value: Vec::new(),
+            perms: ps,
+        };
+        let mut nodes = vec![
+            node("/", vec![perm(0)]),
+            node("/a", vec![perm(7), perm(3)]),
+            node("/b", vec![perm(3), perm(7)]),
+        ];
+        let dead = [7u16].into_iter().collect();
+        assert_eq!(reassign_dead_owners(&mut nodes, &dead, 0), 1);
+        assert_eq!(nodes[1].perms[0].domid, 0);
+        // The rest of the list is left alone (only the owner is counted).
+        assert_eq!(nodes[1].perms[1].domid, 3);
+        assert_eq!(nodes[2].perms[1].domid, 7);
+    }
+
+    #[test]
+    fn a_state_naming_closed_descriptors_or_orphans_is_refused() {
+        let mut w = mig::Writer::new(
+            Vec::new(),
+            mig::StreamHeader {
+                version: mig::Version::V1,
+                endian: mig::Endian::Little,
+            },
+        )
+        .unwrap();
+        // Descriptor 1000 is not open in the test process.
+        w.write_record(&mig::Record::Global(mig::Global {
+            socket_fd: 1000,
+            evtchn_fd: -1,
+        }))
+        .unwrap();
+        let bytes = w.finish().unwrap();
+        let e = check_state(&bytes).unwrap_err();
+        assert!(e.contains("not open"), "{e}");
+        assert!(check_state(b"xenstore").is_err());
+        assert!(check_state(&[]).is_err());
     }
 }

@@ -136,7 +136,10 @@ fn absolute(p: &Path) -> PathBuf {
 
 fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
     // Forked without a log file, standard error is gone: syslog then.
-    let log = if opts.daemon_child && opts.log_file.is_none() {
+    // A take-over from C xenstored without -N: C forked and its standard
+    // error is gone too.
+    let detached = opts.daemon_child || (opts.live_update && !opts.no_fork);
+    let log = if detached && opts.log_file.is_none() {
         logging::LogTarget::syslog(Path::new(logging::SYSLOG_SOCKET))
     } else {
         logging::LogTarget::new(opts.log_file.as_deref().map(absolute))
@@ -145,6 +148,9 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
     log.install(opts.verbose);
     for n in notes {
         tracing::info!("{n}");
+    }
+    for w in opts.ignored_c_options() {
+        tracing::warn!("{w}");
     }
     if opts.daemon_child && !opts.live_update {
         // Detach from the caller's session and terminal.
@@ -183,6 +189,7 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
             xsd_port: sim
                 .as_ref()
                 .map_or_else(|| opts.xsd_port.clone(), |s| s.dir.join("xsd_port")),
+            event: opts.event.filter(|_| sim.is_none()),
             strategy: match opts.domain_state {
                 cli::DomainStateArg::Auto => None,
                 cli::DomainStateArg::Poll => Some(xen::Strategy::Poll),
@@ -195,12 +202,16 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
             },
         }),
     };
-    let mut srv = if opts.live_update {
+    let started = if opts.live_update {
         server::Server::take_over(cfg)
     } else {
         server::Server::new(cfg)
-    }
-    .map_err(|e| e.to_string())?;
+    };
+    let mut srv = match started {
+        Ok(s) => s,
+        Err(server::StartError::Refused(why)) => return Err(take_over_refused(opts, &why)),
+        Err(e) => return Err(e.to_string()),
+    };
     let log2 = log.clone();
     srv.on_hangup(Box::new(move || {
         let _ = log2.reopen();
@@ -241,4 +252,35 @@ fn run(opts: &Options, notes: &[String]) -> Result<(), String> {
         let _ = std::fs::remove_file(p);
     }
     r.map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// A take-over whose state was refused before anything was taken: the
+/// binary before has already gone (its process is this one), so the host
+/// would be left without a xenstored. The state file and every descriptor
+/// are as it left them: a fallback binary (`--fallback-xenstored`, else
+/// C xenstored where Debian installs it) is run in this process with the
+/// same state, as the live update's new binary. Returns only if none can
+/// be run.
+fn take_over_refused(opts: &Options, why: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    tracing::error!("{why}");
+    let Some(bin) = rxenstored::live_update::fallback_binary(opts.fallback_xenstored.as_deref())
+    else {
+        return format!("{why}; no fallback xenstored found: the host has no xenstored now");
+    };
+    let argv: Vec<std::ffi::OsString> = if rxenstored::live_update::is_c_binary(&bin) {
+        opts.c_argv()
+    } else {
+        std::env::args_os().skip(1).collect()
+    };
+    tracing::error!(
+        "live update: running {} {:?} on the same state instead",
+        bin.display(),
+        argv
+    );
+    let err = Command::new(&bin).args(&argv).exec();
+    format!(
+        "{why}; the fallback {} could not be run: {err}",
+        bin.display()
+    )
 }

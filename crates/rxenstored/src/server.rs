@@ -70,6 +70,11 @@ pub enum StartError {
     /// A trace switch does not exist.
     #[error("unknown trace switch {0:?} (known: +io, -io, +obj, -obj)")]
     TraceSwitch(String),
+    /// The state handed over by a live update is refused before anything
+    /// was taken (the state file and the descriptors are left as they
+    /// were).
+    #[error("live update: state refused: {0}")]
+    Refused(String),
     /// The state handed over by a live update cannot be taken.
     #[error("live update: {0}")]
     TakeOver(String),
@@ -100,9 +105,15 @@ pub struct Server {
     args: Vec<std::ffi::OsString>,
 }
 
-/// Where a live update leaves the state for the next binary: next to the
-/// socket (`$XENSTORED_RUNDIR/state_dump` with the default socket, as C).
+/// Where a live update leaves the state for the next binary:
+/// `$XENSTORED_RUNDIR/state_dump` when `XENSTORED_RUNDIR` is set (C's
+/// place, xenstored_control.c lu_dump_open: `xs_daemon_rootdir()`, which
+/// is the run directory), else next to the socket (the same place with the
+/// default socket, `/run/xenstored`).
 pub fn state_file(socket: &std::path::Path) -> PathBuf {
+    if let Some(d) = std::env::var_os("XENSTORED_RUNDIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("state_dump");
+    }
     socket
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -140,12 +151,20 @@ impl Server {
     /// Takes over from the binary before this one (`-U`): the listening
     /// socket and the connections it handed over in the state file next to
     /// the socket, which is then removed.
+    ///
+    /// The state is checked whole before any descriptor is taken
+    /// ([`crate::live_update::check_state`]); a state refused there gives
+    /// [`StartError::Refused`] with the file and every descriptor left as
+    /// they were, for a fallback binary.
     pub fn take_over(cfg: ServerConfig) -> Result<Server, StartError> {
         let file = state_file(&cfg.socket);
         let bytes = std::fs::read(&file)
-            .map_err(|e| StartError::TakeOver(format!("{}: {e}", file.display())))?;
+            .map_err(|e| StartError::Refused(format!("{}: {e}", file.display())))?;
+        crate::live_update::check_state(&bytes)
+            .map_err(|e| StartError::Refused(format!("{}: {e}", file.display())))?;
+        let s = Server::start(cfg, Some(bytes));
         let _ = std::fs::remove_file(&file);
-        Server::start(cfg, Some(bytes))
+        s
     }
 
     fn start(cfg: ServerConfig, handed_over: Option<Vec<u8>>) -> Result<Server, StartError> {
@@ -162,6 +181,7 @@ impl Server {
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut inherited = xen_stable::inherit::Inherited::new();
+        let mut evtchn_fd = -1;
         let mut listener = match &handed_over {
             None => bind(&cfg.socket)?,
             Some(bytes) => {
@@ -174,6 +194,7 @@ impl Server {
                         _ => None,
                     })
                     .ok_or_else(|| StartError::TakeOver("no GLOBAL record first".into()))?;
+                evtchn_fd = global.evtchn_fd;
                 let fd = inherited
                     .take(global.socket_fd)
                     .map_err(|e| StartError::TakeOver(format!("listening socket: {e}")))?;
@@ -192,15 +213,36 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(StartError::Poll)?;
-        let xen = match &cfg.xen {
-            None => None,
-            Some(xc) => match Xen::open(xc) {
+        // After a live update the event channel is the one handed over,
+        // with the guests' ports bound through it.
+        let evtchn_fd = if evtchn_fd >= 0 {
+            Some(
+                inherited
+                    .take(evtchn_fd)
+                    .map_err(|e| StartError::TakeOver(format!("event channel: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let fresh_xen = evtchn_fd.is_none();
+        let xen = match (&cfg.xen, evtchn_fd) {
+            // Not served here (--no-xen): closed.
+            (None, Some(_)) => None,
+            (Some(xc), Some(fd)) => match Xen::open_inherited(xc, fd) {
                 Ok(x) => {
-                    use std::os::fd::AsRawFd;
-                    let fd = x.fd().as_raw_fd();
-                    poll.registry()
-                        .register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)
-                        .map_err(StartError::Poll)?;
+                    register_evtchn(&poll, &x)?;
+                    tracing::info!(
+                        "Xen interfaces open, event channel taken over (domain state: {})",
+                        x.domain_state()
+                    );
+                    Some(x)
+                }
+                Err(e) => return Err(StartError::TakeOver(format!("event channel: {e}"))),
+            },
+            (None, None) => None,
+            (Some(xc), None) => match Xen::open(xc) {
+                Ok(x) => {
+                    register_evtchn(&poll, &x)?;
                     tracing::info!(
                         "Xen interfaces open: serving guests (domain state: {})",
                         x.domain_state()
@@ -217,7 +259,10 @@ impl Server {
             },
         };
         let socket = cfg.socket.clone();
-        let mut state = State::new(cfg, trace, xen, Instant::now());
+        let mut state = match handed_over {
+            None => State::new(cfg, trace, xen, Instant::now()),
+            Some(_) => State::taken_over(cfg, trace, xen, Instant::now()),
+        };
         if let Some(bytes) = &handed_over {
             state
                 .restore_live_update(bytes, &mut |fd| {
@@ -233,11 +278,18 @@ impl Server {
                     .register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE)
                     .map_err(StartError::Poll)?;
             }
+            if fresh_xen {
+                // The binary before served no guest: start as a fresh
+                // daemon does.
+                state.serve_local_and_existing();
+            }
             tracing::info!(
-                "live update: took over {} connection(s) and {} nodes",
+                "live update: took over {} socket connection(s), {} ring(s) and {} nodes",
                 state.socket_fds().len(),
+                state.ring_count(),
                 state.store().db().len()
             );
+            state.after_live_update();
         }
         Ok(Server {
             poll,
@@ -316,7 +368,20 @@ impl Server {
     /// Carries out what the state asked: poll interest changes, closed
     /// sockets deregistered and dropped.
     fn apply(&mut self) {
-        for a in self.state.take_actions() {
+        // An action may make more (a failed live update's answer is
+        // written, which may ask for writability).
+        loop {
+            let actions = self.state.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            self.apply_actions(actions);
+        }
+        self.drop_closed();
+    }
+
+    fn apply_actions(&mut self, actions: Vec<Action>) {
+        for a in actions {
             match a {
                 Action::Interest { id, fd, writable } => {
                     let interest = if writable {
@@ -336,9 +401,15 @@ impl Server {
                     // Returns only if the new binary could not be run.
                     let why = self.live_update(&go);
                     self.state.live_update_failed(&why);
+                    // Answered now: the loop may sleep next.
+                    self.state.flush_queued();
                 }
             }
         }
+    }
+
+    /// Drops the sockets the state closed.
+    fn drop_closed(&mut self) {
         let closed = self.state.take_closed();
         if !closed.is_empty() && self.accept_blocked.is_some() {
             // A descriptor is free: the backlog may be served.
@@ -382,12 +453,32 @@ impl Server {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let ok = xenstore_proto::Message::reply(&go.request, b"OK\0".to_vec());
-        let bytes = match self.state.live_update_stream(
-            go.version,
-            self.listener.as_raw_fd(),
-            -1,
-            Some((go.conn, ok)),
-        ) {
+        // A hand-back to C xenstored: C's command line, a version-1
+        // stream (unless -c / -v say otherwise), C's reader's rules.
+        let to_c = crate::live_update::is_c_binary(&go.binary);
+        let version = if to_c && !go.version_given {
+            xenstore_migrate::Version::V1
+        } else {
+            go.version
+        };
+        let written = if to_c {
+            let dead = self.state.dead_owners();
+            self.state.live_update_stream_for_c(
+                version,
+                self.listener.as_raw_fd(),
+                self.state.evtchn_fd().unwrap_or(-1),
+                Some((go.conn, ok)),
+                &dead,
+            )
+        } else {
+            self.state.live_update_stream(
+                version,
+                self.listener.as_raw_fd(),
+                self.state.evtchn_fd().unwrap_or(-1),
+                Some((go.conn, ok)),
+            )
+        };
+        let bytes = match written {
             Ok(b) => b,
             Err(e) => return format!("Dump state error: {e}"),
         };
@@ -411,7 +502,13 @@ impl Server {
             .collect();
         // The descriptors belong to the listener and the state's streams,
         // alive throughout.
+        // C gets its sockets blocking, as it makes them (its reads and
+        // writes follow poll); they are made non-blocking again if the
+        // exec fails.
         let keep = |fd: i32, on: bool| {
+            if to_c {
+                xen_stable::inherit::set_nonblocking(fd, !on)?;
+            }
             if on {
                 xen_stable::inherit::keep_across_exec(fd)
             } else {
@@ -425,7 +522,19 @@ impl Server {
                 return format!("Dump state error: descriptor {fd}: {e}");
             }
         }
-        let argv = crate::live_update::next_argv(go.cmdline.as_deref(), &self.args);
+        // The event channel crosses the exec with the rings' ports; the
+        // domain-state backend's ports are unbound (the next binary binds
+        // its own).
+        if let Err(e) = self.state.before_exec() {
+            fds.iter().for_each(|fd| drop(keep(*fd, false)));
+            self.state.exec_failed();
+            let _ = std::fs::remove_file(&file);
+            return format!("Dump state error: event channel: {e}");
+        }
+        let argv = match (&go.cmdline, to_c) {
+            (None, true) => self.c_argv(),
+            _ => crate::live_update::next_argv(go.cmdline.as_deref(), &self.args),
+        };
         tracing::info!(
             "live update: handing {} bytes of state to {} {:?}",
             bytes.len(),
@@ -434,8 +543,22 @@ impl Server {
         );
         let err = std::process::Command::new(&go.binary).args(&argv).exec();
         fds.iter().for_each(|fd| drop(keep(*fd, false)));
+        self.state.exec_failed();
         let _ = std::fs::remove_file(&file);
         format!("Error activating new binary. ({err})")
+    }
+
+    /// C xenstored's command line for a hand-back: this process's options
+    /// in C's forms ([`crate::cli::Options::c_argv`]); if they cannot be
+    /// parsed again (they were when the daemon started), `-U` alone.
+    fn c_argv(&self) -> Vec<std::ffi::OsString> {
+        use clap::Parser;
+        let args = std::iter::once(std::ffi::OsString::from("rxenstored"))
+            .chain(self.args.iter().cloned());
+        match crate::cli::Options::try_parse_from(args) {
+            Ok(o) => o.c_argv(),
+            Err(_) => vec!["-U".into()],
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -473,4 +596,13 @@ impl Server {
         }
         self.accept_pending = true;
     }
+}
+
+/// Registers the event-channel descriptor with the loop.
+fn register_evtchn(poll: &Poll, x: &Xen) -> Result<(), StartError> {
+    use std::os::fd::AsRawFd;
+    let fd = x.fd().as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), EVTCHN, Interest::READABLE)
+        .map_err(StartError::Poll)
 }

@@ -129,7 +129,21 @@ impl State {
     /// domain's ring and the existing domains whose ring page names their
     /// event channel.
     pub fn new(cfg: ServerConfig, trace: Trace, xen: Option<Xen>, now: Instant) -> State {
-        let mut s = State {
+        let mut s = State::bare(cfg, trace, xen, now);
+        s.attach_local_ring();
+        s.adopt_existing_domains();
+        s
+    }
+
+    /// The state of a daemon taking over from the binary before it (live
+    /// update): nothing is served until [`State::restore_live_update`]
+    /// hands the connections over (the local ring among them).
+    pub fn taken_over(cfg: ServerConfig, trace: Trace, xen: Option<Xen>, now: Instant) -> State {
+        State::bare(cfg, trace, xen, now)
+    }
+
+    fn bare(cfg: ServerConfig, trace: Trace, xen: Option<Xen>, now: Instant) -> State {
+        State {
             conns: HashMap::new(),
             store: Store::new(cfg.store.clone()),
             trace,
@@ -150,10 +164,20 @@ impl State {
             read_buf: vec![0u8; READ_CHUNK],
             live_update: None,
             tx_since: HashMap::new(),
-        };
-        s.attach_local_ring();
-        s.adopt_existing_domains();
-        s
+        }
+    }
+
+    /// Serves the local domain's ring and the existing domains whose ring
+    /// page names their event channel (what [`State::new`] does; a
+    /// take-over from a binary that served no guest does it too).
+    pub fn serve_local_and_existing(&mut self) {
+        self.attach_local_ring();
+        self.adopt_existing_domains();
+    }
+
+    /// The number of ring connections.
+    pub fn ring_count(&self) -> usize {
+        self.conns.values().filter(|c| c.ring().is_some()).count()
     }
 
     /// Sets the time for what follows.
@@ -910,6 +934,12 @@ impl State {
         }
     }
 
+    /// Writes what was queued since the last turn (outside a turn: the
+    /// answer to a live update that failed).
+    pub fn flush_queued(&mut self) {
+        self.flush_dirty();
+    }
+
     fn flush_dirty(&mut self) {
         while let Some(id) = self.dirty.pop() {
             if let Some(c) = self.conns.get_mut(&id) {
@@ -1033,8 +1063,11 @@ impl State {
 impl State {
     /// The whole state as a migration stream of `version`: GLOBAL with the
     /// listening socket's and the event channel's descriptors, each
-    /// connection (by descriptor) with its buffered input, unsent output
-    /// and watches, the tree, and (version 2) the domain records. `last`
+    /// connection (a socket by descriptor, a ring by domid and local port;
+    /// a broken or parked ring with port 0) with its buffered input (a
+    /// held TRANSACTION_START first), unsent output and watches, the tree,
+    /// and (version 2) the domain records. Rings are refused when the
+    /// event channel could not be taken again after the `exec`. `last`
     /// goes after everything else in its connection's output (the reply
     /// to the live-update command, which the next binary sends); the state
     /// itself is not changed.
@@ -1045,11 +1078,75 @@ impl State {
         evtchn_fd: i32,
         last: Option<(u64, Message)>,
     ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
+        self.stream_for(version, socket_fd, evtchn_fd, last, None)
+    }
+
+    /// The domains that own nodes but no longer exist in the hypervisor
+    /// (none without a Xen interface): a hand-back to C gives their nodes
+    /// to the privileged domain ([`crate::live_update::reassign_dead_owners`]).
+    pub fn dead_owners(&mut self) -> HashSet<u16> {
+        let owners: HashSet<u32> = self
+            .store
+            .db()
+            .iter()
+            .filter_map(|(_, n)| n.perms.entries().first().map(|p| p.domid))
+            .collect();
+        let Some(x) = &mut self.xen else {
+            return HashSet::new();
+        };
+        owners
+            .into_iter()
+            .filter(|d| !x.domain_exists(*d))
+            .filter_map(|d| u16::try_from(d).ok())
+            .collect()
+    }
+
+    /// The stream for C xenstored 4.17 to 4.21 taking the host back
+    /// (`live-update` to C's binary): as [`State::live_update_stream`],
+    /// and what C's `read_state_*` need: no record or field C does not
+    /// know in version 1 (no unique-id, no watch depth, no DOMAIN record),
+    /// the local domain's ring present (C makes its store when that ring
+    /// is restored: xenstored_domain.c introduce_domain, setup_structure),
+    /// nodes of the `dead` domains given to the privileged domain.
+    pub fn live_update_stream_for_c(
+        &self,
+        version: xenstore_migrate::Version,
+        socket_fd: i32,
+        evtchn_fd: i32,
+        last: Option<(u64, Message)>,
+        dead: &HashSet<u16>,
+    ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
+        self.stream_for(version, socket_fd, evtchn_fd, last, Some(dead))
+    }
+
+    fn stream_for(
+        &self,
+        version: xenstore_migrate::Version,
+        socket_fd: i32,
+        evtchn_fd: i32,
+        last: Option<(u64, Message)>,
+        to_c: Option<&HashSet<u16>>,
+    ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
         use crate::live_update::{input_record, output_record, LiveUpdateError};
         use xenstore_migrate as mig;
+        if to_c.is_some() {
+            let master = self.cfg.store.store_domid;
+            let has_master = self
+                .conns
+                .values()
+                .any(|c| c.ring().is_some_and(|r| r.domid == master && !r.broken));
+            if !has_master {
+                return Err(LiveUpdateError::State(format!(
+                    "C xenstored needs the ring of domain {master} (its store is made when that \
+                     ring is restored); this daemon does not serve it"
+                )));
+            }
+        }
         let rings = self.conns.values().filter(|c| c.ring().is_some()).count();
         if rings > 0 {
-            return Err(LiveUpdateError::Rings(rings));
+            if let Some(why) = self.xen.as_ref().and_then(Xen::hand_over_refused) {
+                return Err(LiveUpdateError::Rings(rings, why));
+            }
         }
         let endian = if cfg!(target_endian = "big") {
             mig::Endian::Big
@@ -1067,8 +1164,53 @@ impl State {
             let Some(c) = self.conns.get(id) else {
                 continue;
             };
-            let fd = c.socket_fd().ok_or(LiveUpdateError::NoDescriptor(*id))?;
+            let (kind, unique_id) = match &c.transport {
+                Transport::Socket { stream, .. } => {
+                    let fd = stream.fd().ok_or(LiveUpdateError::NoDescriptor(*id))?;
+                    (mig::ConnKind::Socket { fd }, None)
+                }
+                Transport::Ring(r) => {
+                    // A broken or parked ring goes without a port (as C
+                    // reads it: ignored until introduced again); a broken
+                    // ring's port is unbound before the exec.
+                    let evtchn = match (r.broken, r.port) {
+                        (false, Some(p)) => p,
+                        _ => 0,
+                    };
+                    let target = self
+                        .store
+                        .conn_target(ConnId(*id))
+                        .and_then(|t| u16::try_from(t).ok());
+                    let domid = u16::try_from(r.domid)
+                        .map_err(|_| LiveUpdateError::State(format!("domid {}", r.domid)))?;
+                    (
+                        mig::ConnKind::Ring {
+                            domid,
+                            target,
+                            evtchn,
+                        },
+                        self.xen
+                            .as_ref()
+                            .filter(|_| to_c.is_none() || version != mig::Version::V1)
+                            .and_then(|x| x.unique_id_of(r.domid)),
+                    )
+                }
+            };
             let stream_id = i as u32 + 1;
+            let mut input = input_record(&c.decoder);
+            if let Some(m) = &c.held {
+                // A TRANSACTION_START held back by the update: the first
+                // request the next binary handles.
+                input.requests.insert(
+                    0,
+                    mig::Message {
+                        msg_type: m.header.msg_type,
+                        req_id: m.header.req_id,
+                        tx_id: m.header.tx_id,
+                        payload: m.payload.clone(),
+                    },
+                );
+            }
             let mut output = output_record(&c.out);
             if let Some((_, m)) = last.as_ref().filter(|(l, _)| l == id) {
                 output.messages.push(xenstore_migrate::Message {
@@ -1080,16 +1222,30 @@ impl State {
             }
             w.write_record(&mig::Record::Connection(mig::Connection {
                 conn_id: stream_id,
-                kind: mig::ConnKind::Socket { fd },
-                input: input_record(&c.decoder),
+                kind,
+                input,
                 output,
-                unique_id: None,
+                unique_id,
             }))?;
-            for wr in self.store.watch_records(ConnId(*id), stream_id) {
+            for mut wr in self.store.watch_records(ConnId(*id), stream_id) {
+                if to_c.is_some() && version == mig::Version::V1 {
+                    wr.depth = None;
+                }
                 w.write_record(&mig::Record::Watch(wr))?;
             }
         }
-        for n in self.store.node_records() {
+        let mut nodes = self.store.node_records();
+        if let Some(dead) = to_c {
+            let priv_domid = u16::try_from(self.cfg.store.priv_domid).unwrap_or(0);
+            let n = crate::live_update::reassign_dead_owners(&mut nodes, dead, priv_domid);
+            if n > 0 {
+                tracing::warn!(
+                    "live update to C: {n} node(s) owned by domains that no longer exist \
+                     ({dead:?}) handed over as domain {priv_domid}'s"
+                );
+            }
+        }
+        for n in nodes {
             w.write_record(&mig::Record::Node(n))?;
         }
         if version == mig::Version::V2 {
@@ -1101,9 +1257,12 @@ impl State {
     }
 
     /// Takes over the state a previous binary handed over: each socket
-    /// connection through `adopt` (its descriptor), with its input, output
-    /// and watches; the tree; the domain records. A stream with ring
-    /// connections is refused before anything changes.
+    /// connection through `adopt` (its descriptor), each ring mapped again
+    /// on its port (still bound through the inherited event channel), with
+    /// their input, output and watches; the tree; the domain records. A
+    /// ring that cannot be mapped again leaves its domain introduced with
+    /// no connection (its death is reported, as C does). Call
+    /// [`State::after_live_update`] once the loop polls everything.
     pub fn restore_live_update(
         &mut self,
         bytes: &[u8],
@@ -1125,8 +1284,11 @@ impl State {
                 )
             })
             .count();
-        if rings > 0 {
-            return Err(LiveUpdateError::Rings(rings));
+        if rings > 0 && self.xen.is_none() {
+            return Err(LiveUpdateError::Rings(
+                rings,
+                "this daemon has no Xen interface".into(),
+            ));
         }
         let (nodes, others): (Vec<mig::Record>, Vec<mig::Record>) = stream
             .records
@@ -1139,43 +1301,221 @@ impl State {
                 _ => None,
             })
             .collect();
+        // The domain records first: made before the nodes, so that the
+        // nodes' permissions naming them are not taken for stale ones (a
+        // record younger than a node); their quotas bound the watches
+        // restored below, their features are the rings'.
+        let mut with_records = HashSet::new();
+        for r in &others {
+            match r {
+                mig::Record::Domain(d) => {
+                    self.store.restore_domain(d);
+                    with_records.insert(u32::from(d.domid));
+                }
+                mig::Record::Connection(mig::Connection {
+                    kind: mig::ConnKind::Ring { domid, .. },
+                    ..
+                }) => self.store.restore_ring(u32::from(*domid), None, None),
+                _ => {}
+            }
+        }
         self.store
             .restore_nodes(&nodes)
             .map_err(|e| LiveUpdateError::State(e.to_string()))?;
         drop(nodes);
-        let mut by_stream_id: HashMap<u32, u64> = HashMap::new();
+        // Stream connection id -> ours (`None`: a ring not mapped again).
+        let mut by_stream_id: HashMap<u32, Option<u64>> = HashMap::new();
         for r in &others {
             match r {
                 mig::Record::Connection(c) => {
-                    let mig::ConnKind::Socket { fd } = c.kind else {
-                        continue;
+                    let id = match c.kind {
+                        mig::ConnKind::Socket { fd } => {
+                            let s = adopt(fd)
+                                .map_err(|source| LiveUpdateError::Adopt { fd, source })?;
+                            Some(self.add_socket(s))
+                        }
+                        mig::ConnKind::Ring {
+                            domid,
+                            target,
+                            evtchn,
+                        } => {
+                            let domid = u32::from(domid);
+                            let features = if with_records.contains(&domid) {
+                                Some(self.features_of(domid))
+                            } else {
+                                None
+                            };
+                            self.restore_ring(
+                                domid,
+                                (evtchn != 0).then_some(evtchn),
+                                target.map(u32::from),
+                                c.unique_id,
+                                features,
+                            )
+                        }
                     };
-                    let s = adopt(fd).map_err(|source| LiveUpdateError::Adopt { fd, source })?;
-                    let id = self.add_socket(s);
                     let now = self.now;
-                    if let Some(conn) = self.conns.get_mut(&id) {
+                    if let Some(conn) = id.and_then(|id| self.conns.get_mut(&id)) {
+                        let id = conn.id.0;
                         restore_input(&c.input, &mut conn.decoder);
                         restore_output(&c.output, &mut conn.out, now);
+                        let charged = conn.domid().map(|d| (d, conn.out.bytes()));
                         if !conn.dirty {
                             conn.dirty = true;
                             self.dirty.push(id);
                         }
+                        if let Some((d, bytes)) = charged.filter(|(_, b)| *b > 0) {
+                            // Queued for a guest: charged to its memory,
+                            // as when it was queued.
+                            self.store.charge_memory(d, bytes as i64);
+                            if let Some(conn) = self.conns.get_mut(&id) {
+                                conn.out.charge_all();
+                            }
+                        }
                     }
                     by_stream_id.insert(c.conn_id, id);
                 }
-                mig::Record::Watch(w) => {
-                    let id = by_stream_id.get(&w.conn_id).copied().ok_or_else(|| {
-                        LiveUpdateError::State(format!("watch of unknown connection {}", w.conn_id))
-                    })?;
-                    self.store
-                        .restore_watch(ConnId(id), w)
-                        .map_err(|e| LiveUpdateError::State(e.to_string()))?;
-                }
-                mig::Record::Domain(d) => self.store.restore_domain(d),
+                mig::Record::Watch(w) => match by_stream_id.get(&w.conn_id) {
+                    Some(Some(id)) => {
+                        // A watch this daemon refuses (C's path rules
+                        // differ slightly) is dropped alone: the rest of
+                        // the state goes on.
+                        if let Err(e) = self.store.restore_watch(ConnId(*id), w) {
+                            tracing::warn!("live update: watch not taken over: {e}");
+                        }
+                    }
+                    Some(None) => {}
+                    None => {
+                        return Err(LiveUpdateError::State(format!(
+                            "watch of unknown connection {}",
+                            w.conn_id
+                        )))
+                    }
+                },
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// One ring handed over: mapped again, its domain introduced with it.
+    /// Returns its connection, or `None` if the page could not be mapped
+    /// (the domain stays introduced, with no connection).
+    fn restore_ring(
+        &mut self,
+        domid: u32,
+        port: Option<u32>,
+        target: Option<u32>,
+        unique_id: Option<u64>,
+        features: Option<u32>,
+    ) -> Option<u64> {
+        let conn = self.new_conn_id();
+        let local = (domid == self.cfg.store.store_domid)
+            .then_some(self.cfg.xen.as_ref())
+            .flatten()
+            .filter(|xc| xc.xsd_kva.exists())
+            .cloned();
+        let x = self.xen.as_mut()?;
+        match x.restore_ring(domid, port, local.as_ref(), unique_id, 0, conn) {
+            Ok(mut link) => {
+                // What was advertised: the domain record's (version 2),
+                // else what the page says, within what this daemon knows.
+                link.features = features.unwrap_or_else(|| {
+                    use xenstore_proto::ring::RingPage;
+                    link.page.load_u32(xenstore_proto::ring::SERVER_FEATURES)
+                }) & SUPPORTED_FEATURES;
+                self.store.connect(conn, ConnKind::Domain(domid));
+                self.store.restore_ring(domid, Some(conn), target);
+                let privileged = self.store.is_privileged(conn);
+                self.conns.insert(
+                    conn.0,
+                    Connection::new(conn, Transport::Ring(link), privileged),
+                );
+                self.trace.obj(
+                    &format!("ring connection of domain {domid} (taken over)"),
+                    conn.0,
+                );
+                tracing::info!(
+                    "live update: domain {domid} served again (port {})",
+                    port.map_or_else(|| "none".to_string(), |p| p.to_string())
+                );
+                Some(conn.0)
+            }
+            Err(e) => {
+                tracing::warn!("live update: domain {domid}: {e}: its ring is not served");
+                if let Some(p) = port {
+                    x.unbind_port(p);
+                }
+                if local.is_none() {
+                    x.restore_unmapped(domid, unique_id);
+                }
+                self.store.restore_ring(domid, None, None);
+                None
+            }
+        }
+    }
+
+    /// The loop polls everything taken over: every ring port is unmasked
+    /// once (one pending at the exec would stay masked), every ring is
+    /// read and its guest signalled (it may have written during the
+    /// switch, or wait for room), and every domain is looked at once
+    /// (deaths and shutdowns during the switch were not reported), as C
+    /// does at its `-U` start-up.
+    pub fn after_live_update(&mut self) {
+        let rings: Vec<(u64, Option<u32>)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.ring().map(|r| (*id, r.port.filter(|_| !r.broken))))
+            .collect();
+        for (id, port) in rings {
+            if let (Some(p), Some(x)) = (port, &mut self.xen) {
+                x.unmask(p);
+                x.notify(p);
+            }
+            self.schedule(id);
+        }
+        let store = &self.store;
+        let changes = match &mut self.xen {
+            Some(x) => x.check_all(&|d| store.names_domain(d), &|| store.named_domains()),
+            None => return,
+        };
+        if !changes.is_empty() {
+            tracing::info!(
+                "live update: {} domain(s) changed during the switch",
+                changes.len()
+            );
+        }
+        self.apply_changes(changes);
+    }
+
+    /// Right before the `exec` of a live update, after the stream is
+    /// written: broken rings' ports are unbound (they are not handed
+    /// over), the event channel is kept across the `exec`, the
+    /// domain-state backend's ports are unbound. Returns the descriptors
+    /// of the event channel kept open, if any.
+    pub fn before_exec(&mut self) -> io::Result<Option<RawFd>> {
+        let Some(x) = &mut self.xen else {
+            return Ok(None);
+        };
+        for c in self.conns.values_mut() {
+            if let Some(r) = c.ring_mut() {
+                if r.broken {
+                    if let Some(p) = r.port.take() {
+                        x.unbind_port(p);
+                    }
+                }
+            }
+        }
+        x.before_exec()?;
+        Ok(Some(x.evtchn_raw_fd()))
+    }
+
+    /// The `exec` of a live update failed: the event channel is as
+    /// before [`State::before_exec`] (broken rings stay without a port).
+    pub fn exec_failed(&mut self) {
+        if let Some(x) = &mut self.xen {
+            x.exec_failed();
+        }
     }
 }
 
@@ -1255,6 +1595,7 @@ impl State {
                 force,
                 timeout,
                 version,
+                version_given,
             } => match &mut self.live_update {
                 Some(l) if mine => match version {
                     None => "Migration stream version not supported.",
@@ -1270,6 +1611,7 @@ impl State {
                             force,
                             timeout,
                             version,
+                            version_given,
                             since: self.now,
                         });
                         return Outcome::default();
@@ -1309,6 +1651,7 @@ impl State {
                 binary: l.binary.clone(),
                 cmdline: l.cmdline.clone(),
                 version: st.version,
+                version_given: st.version_given,
             };
             self.actions.push(Action::LiveUpdate(go));
             return;

@@ -13,6 +13,12 @@
 //! * A guest that does not read: its requests stop being read past
 //!   [`RING_OUT_HIGH`] of queued output, and watch events for it are
 //!   dropped past [`RING_OUT_LIMIT`].
+//! * Live update: the event-channel handle is kept across `exec` and taken
+//!   again ([`Xen::open_inherited`]); rings are mapped again with their
+//!   ports as they were ([`Xen::restore_ring`]); `VIRQ_DOM_EXC` and the
+//!   backend's own ports are unbound before the `exec` and bound again
+//!   after ([`Xen::before_exec`]); every domain is looked at once
+//!   ([`Xen::check_all`]).
 //! * A ring is read with the barrier discipline of `xenstore_proto::ring`;
 //!   indices out of range or a header announcing more than 4096 bytes mark
 //!   the connection broken: the error field says why (when the ERROR feature
@@ -23,7 +29,7 @@ use crate::conn::RingLink;
 pub use crate::domain_state::{Change, Strategy};
 use crate::domain_state::{ChooseError, DomainState, Served};
 use std::collections::HashMap;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use xen_stable::libs::{Evtchn, Gnttab, XenLibs};
 use xen_stable::{EventChannels, GrantMapper, MappedPage, XenError};
@@ -49,6 +55,9 @@ pub struct XenConfig {
     pub xsd_kva: PathBuf,
     /// The local domain's xenstore port (`/proc/xen/xsd_port`).
     pub xsd_port: PathBuf,
+    /// The local domain's remote port given on the command line (C's
+    /// `--event`): used instead of `xsd_port`'s.
+    pub event: Option<u32>,
     /// How deaths are found on `VIRQ_DOM_EXC` (`None`: the best this host
     /// offers).
     pub strategy: Option<Strategy>,
@@ -119,8 +128,35 @@ impl Xen {
     /// one, the best this host offers (see [`crate::domain_state::choose`]);
     /// binds `VIRQ_DOM_EXC` when the backend learns of changes there.
     pub fn open(cfg: &XenConfig) -> Result<Xen, OpenError> {
+        Xen::open_with(cfg, None)
+    }
+
+    /// [`Xen::open`] after a live update: the event-channel handle is the
+    /// descriptor `evtchn_fd` the binary before left open, with the ring
+    /// ports still bound through it (`xenevtchn_fdopen`); the domain-state
+    /// backend binds its own ports again (the binary before unbound them).
+    pub fn open_inherited(cfg: &XenConfig, evtchn_fd: OwnedFd) -> Result<Xen, OpenError> {
+        Xen::open_with(cfg, Some(evtchn_fd))
+    }
+
+    fn open_with(cfg: &XenConfig, inherited: Option<OwnedFd>) -> Result<Xen, OpenError> {
         let libs = XenLibs::new(cfg.lib_dir.as_deref());
-        let mut evtchn = libs.evtchn().map_err(OpenError::NoXen)?;
+        let was_inherited = inherited.is_some();
+        let evtchn = match inherited {
+            None => libs.evtchn(),
+            Some(fd) => libs.evtchn_inherited(fd),
+        }
+        .map_err(OpenError::NoXen)?;
+        let mut evtchn = evtchn;
+        if was_inherited {
+            // Closed at the next exec unless a live update keeps it.
+            evtchn.keep_across_exec(false).map_err(|source| {
+                OpenError::NoXen(XenError::Call {
+                    call: "fcntl(F_SETFD)",
+                    source,
+                })
+            })?;
+        }
         let gnttab = libs.gnttab().map_err(OpenError::NoXen)?;
         let state = crate::domain_state::choose(cfg.strategy, &libs, &evtchn)?;
         let virq = if state.needs_virq() {
@@ -330,8 +366,11 @@ impl Xen {
     ) -> Result<RingLink, String> {
         let page = xen_stable::dom0::map_kva(&cfg.xsd_kva)
             .map_err(|e| format!("{}: {e}", cfg.xsd_kva.display()))?;
-        let remote = xen_stable::dom0::read_port(&cfg.xsd_port)
-            .map_err(|e| format!("{}: {e}", cfg.xsd_port.display()))?;
+        let remote = match cfg.event {
+            Some(p) => p,
+            None => xen_stable::dom0::read_port(&cfg.xsd_port)
+                .map_err(|e| format!("{}: {e}", cfg.xsd_port.display()))?,
+        };
         let port = self
             .evtchn
             .bind_interdomain(domid, remote)
@@ -364,12 +403,23 @@ impl Xen {
         named: &dyn Fn(u32) -> bool,
         all_named: &dyn Fn() -> Vec<u32>,
     ) -> Vec<Change> {
+        self.ask(named, all_named, |state, known| state.on_virq(known))
+    }
+
+    /// Asks the domain-state backend `question` about the domains with a
+    /// ring and those the store names.
+    fn ask(
+        &mut self,
+        named: &dyn Fn(u32) -> bool,
+        all_named: &dyn Fn() -> Vec<u32>,
+        question: impl FnOnce(&mut dyn DomainState, &crate::domain_state::Known) -> Vec<Change>,
+    ) -> Vec<Change> {
         let known = crate::domain_state::Known {
             served: &self.served,
             named,
             all_named,
         };
-        self.state.on_virq(&known)
+        question(self.state.as_mut(), &known)
     }
 
     /// Whether a domain exists in the hypervisor; when the backend cannot
@@ -381,6 +431,135 @@ impl Xen {
         self.state
             .exists(domid)
             .unwrap_or_else(|| self.by_domid.contains_key(&domid))
+    }
+}
+
+/// Live update: what crosses `exec` and what is made again.
+impl Xen {
+    /// Why guests cannot be handed to the next binary, if they cannot:
+    /// this host's libxenevtchn has no `xenevtchn_fdopen`.
+    pub fn hand_over_refused(&self) -> Option<String> {
+        (!self.evtchn.can_be_inherited()).then(|| {
+            "libxenevtchn.so.1 has no xenevtchn_fdopen (VERS_1.2, Xen 4.15 and later): \
+             the event channels of the guests cannot be handed to the next binary"
+                .to_string()
+        })
+    }
+
+    /// The event-channel descriptor (the stream's GLOBAL `evtchn-fd`).
+    pub fn evtchn_raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.evtchn.fd().as_raw_fd()
+    }
+
+    /// The identity to hand over with a served domain's ring (the
+    /// stream's `unique-id`): only a hypervisor `unique_id`.
+    pub fn unique_id_of(&self, domid: u32) -> Option<u64> {
+        if !self.state.identity_is_unique_id() {
+            return None;
+        }
+        self.served.get(&domid).copied().flatten()
+    }
+
+    /// Unbinds a ring's port that is not handed over (a broken ring's).
+    pub fn unbind_port(&mut self, port: u32) {
+        self.by_port.remove(&port);
+        if let Err(e) = self.evtchn.unbind(port) {
+            tracing::debug!("unbind {port}: {e}");
+        }
+    }
+
+    /// Right before `exec`: the event-channel descriptor is kept open
+    /// across it (the rings' ports stay bound through it); the
+    /// domain-state backend's own ports and `VIRQ_DOM_EXC` are unbound, as
+    /// C xenstored does (the next binary binds them again: their numbers
+    /// are not in the stream, and a second bind of the VIRQ would fail).
+    pub fn before_exec(&mut self) -> std::io::Result<()> {
+        self.evtchn.keep_across_exec(true)?;
+        if let Some(p) = self.virq.take() {
+            if let Err(e) = self.evtchn.unbind(p) {
+                tracing::warn!("unbind VIRQ_DOM_EXC port {p}: {e}");
+            }
+        }
+        self.state.release_ports(&mut self.evtchn);
+        Ok(())
+    }
+
+    /// The `exec` failed: as before [`Xen::before_exec`].
+    pub fn exec_failed(&mut self) {
+        if let Err(e) = self.evtchn.keep_across_exec(false) {
+            tracing::warn!("event channel descriptor: {e}");
+        }
+        if self.state.needs_virq() && self.virq.is_none() {
+            match self.evtchn.bind_virq(xen_stable::VIRQ_DOM_EXC) {
+                Ok(p) => self.virq = Some(p),
+                Err(e) => tracing::error!(
+                    "cannot bind VIRQ_DOM_EXC again ({e}): domain deaths will not be noticed"
+                ),
+            }
+        }
+        let served: Vec<u32> = self.served.keys().copied().collect();
+        for d in served {
+            self.state.track(&mut self.evtchn, d);
+        }
+    }
+
+    /// A ring handed over by the binary before: its page mapped again
+    /// (grant entry 1, or the local domain's `xsd_kva` when `local` is
+    /// given), its port (`None`: parked or broken) still bound through the
+    /// inherited handle. The indices are left as they are: the guest's
+    /// bytes in flight stay. `identity` is the one recorded by the binary
+    /// before (else asked of the backend now).
+    pub fn restore_ring(
+        &mut self,
+        domid: u32,
+        port: Option<u32>,
+        local: Option<&XenConfig>,
+        identity: Option<u64>,
+        features: u32,
+        conn: ConnId,
+    ) -> Result<RingLink, String> {
+        let page = match local {
+            Some(cfg) => xen_stable::dom0::map_kva(&cfg.xsd_kva)
+                .map_err(|e| format!("{}: {e}", cfg.xsd_kva.display()))?,
+            None => self
+                .gnttab
+                .map_ring(domid)
+                .map_err(|e| format!("mapping the ring of domain {domid}: {e}"))?,
+        };
+        if let Some(p) = port {
+            self.by_port.insert(p, conn);
+        }
+        self.by_domid.insert(domid, conn);
+        if local.is_none() {
+            let identity = identity.or_else(|| self.state.identity(domid));
+            self.served.insert(domid, identity);
+            self.state.track(&mut self.evtchn, domid);
+        }
+        Ok(RingLink {
+            domid,
+            port,
+            page,
+            features,
+            broken: false,
+        })
+    }
+
+    /// A domain whose ring could not be mapped again: still served (its
+    /// death is reported), with no ring.
+    pub fn restore_unmapped(&mut self, domid: u32, identity: Option<u64>) {
+        let identity = identity.or_else(|| self.state.identity(domid));
+        self.served.insert(domid, identity);
+        self.state.track(&mut self.evtchn, domid);
+    }
+
+    /// Every domain that matters looked at once (after a live update).
+    pub fn check_all(
+        &mut self,
+        named: &dyn Fn(u32) -> bool,
+        all_named: &dyn Fn() -> Vec<u32>,
+    ) -> Vec<Change> {
+        self.ask(named, all_named, |state, known| state.check_all(known))
     }
 }
 

@@ -206,6 +206,17 @@ impl Client {
         }
     }
 
+    /// A client on a connected socket (e.g. one end of a pair).
+    pub fn from_stream(stream: UnixStream) -> Client {
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("timeout");
+        Client {
+            xs: xenstore_client::Client::new(stream),
+            events: Vec::new(),
+        }
+    }
+
     /// The socket (timeouts, raw reads).
     pub fn stream(&mut self) -> &mut UnixStream {
         self.xs.get_mut()
