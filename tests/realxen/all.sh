@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real-Xen scenario on every suite, first with Debian's C xenstored (the
-# baseline that proves the harness), then with rxenstored; one summary line
-# per run at the end. Exit status 0 only if every run passed.
+# baseline that proves the harness), then with rxenstored, then with C
+# xenstored taken over by rxenstored (live update) and handed back; one
+# summary line per run at the end. Exit status 0 only if every run passed.
 #
 # Usage: all.sh [PATH-TO-RXENSTORED]   (default: target/release/rxenstored)
 #
@@ -17,6 +18,7 @@
 # (tests/package/check.sh makes it; run first when there is none).
 #
 # Environment: REALXEN_SUITES (default "bookworm trixie"), REALXEN_RETRIES,
+# REALXEN_TAKEOVER_RUN=0 (no take-over runs),
 # REALXEN_DEB, REALXEN_PACKAGE=0 (no package runs), and whatever run.sh and
 # run-package.sh read (REALXEN_CACHE and REALXEN_SYSTEMD_CACHE are per suite
 # there, so leave them unset here).
@@ -32,11 +34,18 @@ suites=${REALXEN_SUITES:-bookworm trixie}
 status=0
 summary=()
 t_all=$(date +%s)
+runs="c $daemon"
+# Then C xenstored again, taken over by rxenstored through live update and
+# handed back (REALXEN_TAKEOVER_RUN=0 leaves it out).
+[ "${REALXEN_TAKEOVER_RUN:-1}" = 0 ] || runs="$runs takeover"
 for suite in $suites; do
-	for d in c "$daemon"; do
-		name=$([ "$d" = c ] && echo "C xenstored" || basename "$d")
+	for d in $runs; do
+		case "$d" in
+		c) name="C xenstored" dname=c args=(c) ;;
+		takeover) name="C xenstored, taken over by $(basename "$daemon") and handed back" dname=c-takeover args=(c takeover) ;;
+		*) name=$(basename "$d") dname=$(basename "$d") args=("$d") ;;
+		esac
 		echo "=== real Xen: $suite with $name" >&2
-		dname=$([ "$d" = c ] && echo c || basename "$d")
 		results=$repo/target/realxen/results/$suite-$dname
 		note=
 		attempt=1
@@ -44,7 +53,7 @@ for suite in $suites; do
 			t0=$(date +%s)
 			# tee -a: without it, opening /dev/stderr truncates a log file
 			# that standard error is redirected to.
-			out=$(REALXEN_RESULTS=$results "$here/run.sh" "$suite" "$d" | tee -a /dev/stderr)
+			out=$(REALXEN_RESULTS=$results REALXEN_RXENSTORED=$daemon "$here/run.sh" "$suite" "${args[@]}" | tee -a /dev/stderr)
 			rc=$?
 			last=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
 			[ "$rc" != 0 ] && [ "$attempt" -le "${REALXEN_RETRIES:-1}" ] || break

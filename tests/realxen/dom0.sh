@@ -3,7 +3,9 @@
 # scenario disk (mounted at /mnt/realxen). run.sh puts beside it:
 #   config          DAEMON=c or DAEMON=rx (then ./rxenstored is the binary),
 #                   or DAEMON=booted (run-package.sh: started at boot, nothing
-#                   to start; BOOTED_XSD names the executable)
+#                   to start; BOOTED_XSD names the executable); with
+#                   DAEMON=c, TAKEOVER=1 (run.sh, REALXEN_TAKEOVER=1):
+#                   ./rxenstored takes the host over from C and hands it back
 #   guest.cpio.gz   the guests' initramfs
 # Every step prints one line, "PASS <step>" or "FAIL <step>: <why>", to the
 # console and to out/results.txt; logs go to out/. Every wait is bounded, so a
@@ -79,6 +81,16 @@ if [ "${1:-}" != steps ]; then
 		[ -e "$f" ] && cp "$f" "$OUT/console-last-$(basename "$f")"
 	done
 	cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null
+	if [ "$DAEMON" = rx ] && [ -x "$R/xsbench" ] && [ -x "$R/xsbench-memory" ]; then
+		# REALXEN_BENCH: both daemons through the same workloads, after
+		# the host's own xenstored and xenconsoled are stopped.
+		for f in /run/xenconsoled.pid /run/xenstore.pid; do
+			p=$(cat "$f" 2>/dev/null) && kill "$p" 2>/dev/null
+		done
+		sleep 2
+		BENCH_SHAPES=${BENCH_SHAPES:-20000:8,10000:100} timeout -k 5 3000 sh "$R/bench.sh" "$OUT/bench.txt" /usr/local/sbin/rxenstored \
+			"$(/usr/lib/xen-common/bin/xen-dir)/bin/xenstored" >"$OUT/bench-console.txt" 2>&1
+	fi
 	p=$(grep -c '^PASS' "$RES")
 	f=$(grep -c '^FAIL' "$RES")
 	echo "realxen: $p passed, $f failed"
@@ -172,9 +184,6 @@ timeout -k 5 10 xenstore-rm /realxen
 # after the run, then one step for its exit status.
 CLIENT=/usr/local/bin/xs-client-check
 CLIENT_GUESTS=${CLIENT_GUESTS:-g1}
-# The package scenario (DAEMON=booted, run-package.sh) carries no client:
-# the client's checks are the daemon runs' (run.sh).
-[ "$DAEMON" != booted ] || CLIENT_GUESTS=""
 [ ! -e "$R/xs-client-check" ] || install -m 0755 "$R/xs-client-check" "$CLIENT"
 # client_report LABEL FILE RC (all lines at once: a process per line costs
 # a good part of a second under emulation)
@@ -198,10 +207,8 @@ client_dom0() {
 	_rc=$?
 	client_report "$_l" "$_f" "$_rc"
 }
-if [ "$DAEMON" != booted ]; then
-	client_dom0 "dom0 client (socket)" client-dom0-socket.txt --socket /run/xenstored/socket /realxen/client-socket
-	client_dom0 "dom0 client (/dev/xen/xenbus)" client-dom0-xenbus.txt --xenbus /dev/xen/xenbus /realxen/client-xenbus
-fi
+client_dom0 "dom0 client (socket)" client-dom0-socket.txt --socket /run/xenstored/socket /realxen/client-socket
+client_dom0 "dom0 client (/dev/xen/xenbus)" client-dom0-xenbus.txt --xenbus /dev/xen/xenbus /realxen/client-xenbus
 timeout -k 5 10 xenstore-rm /realxen
 
 # ---------------------------------------------------------------- toolstack
@@ -313,6 +320,71 @@ save_console() { cp "/var/log/xen/console/guest-$1.log" "$OUT/console-$1-$2.log"
 # that @releaseDomain announces).
 create g1
 D1=$D
+
+# ---------------------------------------------------------------- live update
+# One live update with Xen's own xenstore-control while g1 runs (its ring, its
+# kernel's watch on data/lu-ping), dom0's kernel relays /dev/xen/xenbus and a
+# socket client keeps a watch; afterwards the same process serves all three.
+# live_update NAME BINARY PING: NAME prefixes the steps, BINARY is what the
+# process runs afterwards, PING the value g1 answers after.
+live_update() {
+	_n=$1 _bin=$2 _ping=$3
+	(timeout -k 5 400 xenstore-watch -n 2 /realxen/lu >"$OUT/$_n-watch.txt" 2>&1) &
+	waitfor 10 test -s "$OUT/$_n-watch.txt"
+	lupid=$(cat /run/xenstore.pid 2>/dev/null)
+	t=$(cut -d' ' -f1 /proc/uptime)
+	timeout -k 5 120 xenstore-control live-update "$_bin" >"$OUT/$_n.txt" 2>&1
+	rc=$?
+	echo "realxen: $_n took $(echo "$(cut -d' ' -f1 /proc/uptime) $t" | awk '{print $1 - $2}') s (exit status $rc)"
+	ok "$_n: xenstore-control live-update $_bin" "exit status $rc: $(oneline "$OUT/$_n.txt")" [ "$rc" = 0 ]
+	ok "$_n: the same process, the pid file unchanged, now $_bin" \
+		"pid before '$lupid', pid file now '$(cat /run/xenstore.pid 2>/dev/null)', exe '$(readlink "/proc/${lupid:-0}/exe" 2>/dev/null)'" \
+		sh -c "[ -n '$lupid' ] && [ \"\$(cat /run/xenstore.pid)\" = '$lupid' ] &&
+		       [ \"\$(readlink /proc/$lupid/exe)\" = '$_bin' ]"
+	ok "$_n: the socket serves" "xenstore-read /local/domain/0/name gave '$(xsread /local/domain/0/name)'" \
+		sh -c "[ -n \"\$(timeout -k 5 10 xenstore-read /local/domain/0/name)\" ]"
+	ok "$_n: dom0's kernel ring serves (/dev/xen/xenbus)" "$(ring xenstore-read /local/domain/0/name 2>&1 | tr '\n' ' ')" \
+		ring xenstore-read /local/domain/0/name
+	timeout -k 5 10 xenstore-write "$P1/data/lu-ping" "$_ping"
+	ok "$_n: g1's watch set before fires after, and g1 writes over its ring" \
+		"data/lu-pong '$(xsread "$P1/data/lu-pong")' after 30 s" waitfor 30 node_is "$P1/data/lu-pong" "$_ping"
+	timeout -k 5 10 xenstore-write /realxen/lu 1
+	ok "$_n: a socket watch set before fires after" "events: $(oneline "$OUT/$_n-watch.txt")" \
+		waitfor 20 sh -c "[ \$(grep -c '^/realxen/lu\$' '$OUT/$_n-watch.txt') -ge 2 ]"
+	timeout -k 5 30 xl list >"$OUT/xl-list-after-$_n.txt" 2>&1
+	ok "$_n: xl list" "$(oneline "$OUT/xl-list-after-$_n.txt")" \
+		grep -q "^g1 " "$OUT/xl-list-after-$_n.txt"
+	timeout -k 5 10 xenstore-rm /realxen
+}
+lu_ready() {
+	P1=/local/domain/$D1
+	ok "$1: g1's watch on data/lu-ping is set" "data/lu-ready '$(xsread "$P1/data/lu-ready")' after 60 s" \
+		waitfor 60 node_is "$P1/data/lu-ready" 1
+	timeout -k 5 10 xenstore-write "$P1/data/lu-ping" before
+	ok "$1: g1 answers before" "data/lu-pong '$(xsread "$P1/data/lu-pong")' after 30 s" \
+		waitfor 30 node_is "$P1/data/lu-pong" before
+}
+# rxenstored runs: the same binary replaces itself; the rest of the scenario
+# (g1's shutdown through @releaseDomain, g2 and g3 created and destroyed)
+# runs on the updated daemon.
+if [ "$DAEMON" = rx ] && [ "$D1" != none ]; then
+	lu_ready "live update"
+	live_update "live update" /usr/local/sbin/rxenstored after
+fi
+# C xenstored runs with TAKEOVER=1 (run.sh, REALXEN_TAKEOVER=1): rxenstored
+# takes the host over from C by C's own live update, then hands it back to
+# C the same way; the rest of the scenario runs on C again.
+if [ "$DAEMON" = c ] && [ "${TAKEOVER:-0}" = 1 ] && [ "$D1" != none ]; then
+	install -m 0755 "$R/rxenstored" /usr/local/sbin/rxenstored
+	# Both daemons log to syslog once forked: keep it in out/syslog.txt.
+	if [ ! -S /dev/log ] && command -v busybox >/dev/null; then
+		busybox syslogd -n -O "$OUT/syslog.txt" &
+		waitfor 5 test -S /dev/log
+	fi
+	lu_ready "take-over"
+	live_update "take-over" /usr/local/sbin/rxenstored taken
+	live_update "hand-back" "$XSD" back
+fi
 timeout -k 5 90 xl shutdown -w g1 >"$OUT/xl-shutdown-g1.txt" 2>&1
 rc=$?
 ok "g1: xl shutdown -w returns" "exit status $rc (124 = still waiting after 90 s): $(oneline "$OUT/xl-shutdown-g1.txt")" [ "$rc" = 0 ]

@@ -71,5 +71,17 @@ if grep -q 'realxen_client=1' /proc/cmdline; then
 		say "client: writing the report failed"
 fi
 
+# Live update (dom0.sh, rxenstored runs): a watch on data/lu-ping, set now
+# and kept across the daemon's live update; its first event (the watch being
+# set) writes data/lu-ready, each ping after it is answered with
+# data/lu-pong holding the ping's value.
+( xenstore-watch data/lu-ping 2>/dev/null | while read -r _; do
+	if v=$(xenstore-read data/lu-ping 2>/dev/null); then
+		xenstore-write data/lu-pong "$v" && say "live update: answered $v"
+	else
+		xenstore-write data/lu-ready 1
+	fi
+done ) &
+
 # Stay up until dom0 shuts us down or destroys us.
 while :; do sleep 3600; done

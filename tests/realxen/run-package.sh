@@ -22,7 +22,8 @@
 #                          build-image-systemd.sh fills it when incomplete
 #   REALXEN_RESULTS        results (default <repo>/target/realxen/results/<suite>-package)
 #   REALXEN_TIMEOUT        seconds before QEMU is killed (default 2400: three boots)
-#   REALXEN_ACCEL, REALXEN_XEN_ARGS, REALXEN_DOM0_ARGS  as for run.sh
+#   REALXEN_ACCEL, REALXEN_XEN_ARGS, REALXEN_DOM0_ARGS, REALXEN_CLIENT,
+#   REALXEN_CLIENT_TARGET  as for run.sh
 #
 # Prints "PASS <step>" / "FAIL <step>: <why>" per step and ends with
 # "N passed, M failed"; exits 0 only when nothing failed.
@@ -84,6 +85,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# dom0.sh's client steps (and guest g1's) run the project's Rust client,
+# xs-client-check, from the scenario disk and the guests' initramfs: built
+# static as run.sh builds it (REALXEN_CLIENT names one built already; after
+# run.sh in all.sh the build is already there and takes seconds).
+client=${REALXEN_CLIENT:-}
+if [ -z "$client" ]; then
+	ctarget=${REALXEN_CLIENT_TARGET:-$repo/target/static}
+	client=$ctarget/x86_64-unknown-linux-gnu/release/examples/xs-client-check
+	(cd "$repo" && env -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$ctarget" \
+		RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+		cargo build --release --target x86_64-unknown-linux-gnu -p xenstore-client --example xs-client-check) \
+		>"$results/client-build.log" 2>&1 || rm -f "$client"
+fi
+if [ -x "$client" ] && ldd "$client" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
+	pass "client: xs-client-check built static"
+	cp "$client" "$stage/xs-client-check"
+else
+	fail "client: xs-client-check built static" \
+		"'$client': $(tail -n 3 "$results/client-build.log" 2>/dev/null | tr '\n' ' ' | cut -c1-200)"
+fi
 cp "$here/dom0-package.sh" "$here/dom0.sh" "$stage/"
 cp "$deb" "$stage/"
 echo "DEB=$(basename "$deb")" >"$stage/package.conf"
@@ -91,6 +112,7 @@ printf 'DAEMON=booted\nBOOTED_XSD=/usr/sbin/rxenstored\n' >"$stage/config"
 cp -a "$base/guest-root" "$work/guest"
 rm -f "$work/guest/.done"
 install -m 0755 "$here/guest-init.sh" "$work/guest/init"
+[ ! -e "$stage/xs-client-check" ] || install -m 0755 "$stage/xs-client-check" "$work/guest/usr/bin/xs-client-check"
 (cd "$work/guest" && find . | cpio -o -H newc --quiet | gzip -1 >"$stage/guest.cpio.gz")
 mkdir -p "$stage/out"
 size_mb=$(($(du -sm "$stage" | cut -f1) + 256))

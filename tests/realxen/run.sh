@@ -20,6 +20,15 @@
 #   REALXEN_CLIENT   a static xs-client-check to use instead of building it
 #   REALXEN_CLIENT_TARGET  cargo target directory for that static build
 #                    (default <repo>/target/static)
+#   REALXEN_TAKEOVER 1 (or a third argument `takeover`), C runs only:
+#                    rxenstored takes the host over from C by live update
+#                    while g1 runs, then hands it back (REALXEN_RXENSTORED:
+#                    the binary, default <repo>/target/release/rxenstored)
+#   REALXEN_BENCH    1: after the scenario of an rxenstored run, dom0 runs
+#                    bench.sh (xsbench built static): C xenstored and
+#                    rxenstored one after the other, figures in out/bench.txt
+#                    (the default timeout becomes 1500 s);
+#                    REALXEN_BENCH_SHAPES: its memory shapes (NODES:BYTES,...)
 #
 # Prints "PASS <step>" / "FAIL <step>: <why>" per step and ends with
 # "N passed, M failed"; exits 0 only when nothing failed.
@@ -43,7 +52,9 @@ fi
 export REALXEN_CACHE=${REALXEN_CACHE:-$repo/target/realxen/$suite}
 cache=$REALXEN_CACHE
 results=${REALXEN_RESULTS:-$repo/target/realxen/results/$suite-$dname}
-timeout_s=${REALXEN_TIMEOUT:-900}
+bench=${REALXEN_BENCH:-0}
+[ "$dname" != c ] || bench=0
+if [ "$bench" = 1 ]; then timeout_s=${REALXEN_TIMEOUT:-1500}; else timeout_s=${REALXEN_TIMEOUT:-900}; fi
 
 passed=0
 failed=0
@@ -106,10 +117,32 @@ else
 		"'$client': $(tail -n 3 "$results/client-build.log" 2>/dev/null | tr '\n' ' ' | cut -c1-200) $(ldd "$client" 2>&1 | head -n 2 | tr '\n' ' ')"
 fi
 cp "$here/dom0.sh" "$stage/dom0.sh"
+if [ "$bench" = 1 ]; then
+	# xsbench and xsbench-memory, static like the client, for bench.sh.
+	btarget=${REALXEN_CLIENT_TARGET:-$repo/target/static}
+	(cd "$repo" && env -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$btarget" \
+		RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+		cargo build --release --target x86_64-unknown-linux-gnu -p xsbench --bin xsbench --bin xsbench-memory) \
+		>"$results/bench-build.log" 2>&1 || echo "run.sh: the static xsbench did not build (see bench-build.log)" >&2
+	for b in xsbench xsbench-memory; do
+		cp "$btarget/x86_64-unknown-linux-gnu/release/$b" "$stage/$b" 2>/dev/null || true
+	done
+	cp "$here/bench.sh" "$stage/bench.sh"
+fi
 if [ "$dname" = c ]; then
 	echo "DAEMON=c" >"$stage/config"
+	# REALXEN_TAKEOVER=1 (or `takeover` as the third argument): C's run
+	# also has rxenstored take the host over by live update and hand it
+	# back (dom0.sh); REALXEN_RXENSTORED names the binary.
+	if [ "${REALXEN_TAKEOVER:-0}" = 1 ] || [ "${3:-}" = takeover ]; then
+		rx=${REALXEN_RXENSTORED:-$repo/target/release/rxenstored}
+		[ -x "$rx" ] || { echo "run.sh: take-over wants an rxenstored binary: $rx" >&2; exit 2; }
+		echo "TAKEOVER=1" >>"$stage/config"
+		cp "$rx" "$stage/rxenstored"
+	fi
 else
 	echo "DAEMON=rx" >"$stage/config"
+	[ "$bench" != 1 ] || echo "BENCH_SHAPES=${REALXEN_BENCH_SHAPES:-20000:8,10000:100}" >>"$stage/config"
 	cp "$daemon" "$stage/rxenstored"
 fi
 # The guests' initramfs: the cached tree plus /init.
