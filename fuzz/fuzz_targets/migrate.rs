@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xenstore_migrate::{Endian, Reader, Stream, StreamHeader, Version};
+use xenstore_migrate::{Endian, Item, Reader, Record, Stream, StreamHeader, Version};
 
 fn check(data: &[u8]) {
     if let Ok(s) = Stream::read(data) {
@@ -15,10 +15,24 @@ fn check(data: &[u8]) {
         assert_eq!(again, s);
         assert_eq!(again.to_bytes().expect("and written again"), bytes);
     }
-    if let Ok(r) = Reader::new(data) {
-        for rec in r {
-            if rec.is_err() {
-                break;
+    // The borrowing reader gives what the record reader gives, error for
+    // error.
+    if let (Ok(mut r), Ok(mut items)) = (Reader::new(data), Reader::new(data)) {
+        loop {
+            match (r.next_record(), items.next_item()) {
+                (Ok(None), Ok(None)) => break,
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string());
+                    break;
+                }
+                (Ok(Some(rec)), Ok(Some(Item::Record(item)))) => assert_eq!(item, rec),
+                (Ok(Some(Record::Node(n))), Ok(Some(Item::Node(item)))) => {
+                    assert!(n.transaction.is_none());
+                    assert_eq!(item.path, &n.path[..]);
+                    assert_eq!(item.value, &n.value[..]);
+                    assert!(item.perms.iter().eq(n.perms.iter().copied()));
+                }
+                (a, b) => panic!("the readers disagree: {a:?} / {b:?}"),
             }
         }
     }

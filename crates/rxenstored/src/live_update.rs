@@ -458,10 +458,18 @@ pub fn is_c_binary(binary: &std::path::Path) -> bool {
 /// the standard three and named once, the nodes restorable. A state
 /// refused here leaves every descriptor as the binary before left it, so
 /// that a fallback binary can take the same state.
-pub fn check_state(bytes: &[u8]) -> Result<(), String> {
-    let stream = mig::Stream::read(bytes).map_err(|e| e.to_string())?;
-    let Some(mig::Record::Global(g)) = stream.records.first() else {
-        return Err("no GLOBAL record first".into());
+///
+/// The nodes are read once, borrowed from `bytes`, into the tree the
+/// restore then installs (built for a store configured as `store`).
+pub fn check_state(
+    bytes: &[u8],
+    store: &xenstore_store::StoreConfig,
+) -> Result<xenstore_store::migrate::RestoredTree, String> {
+    let mut reader = mig::Reader::new(bytes).map_err(|e| e.to_string())?;
+    let g = match reader.next_record() {
+        Ok(Some(mig::Record::Global(g))) => g,
+        Ok(_) => return Err("no GLOBAL record first".into()),
+        Err(e) => return Err(e.to_string()),
     };
     let mut fds = std::collections::HashSet::new();
     let mut want = |fd: i32, what: &str| -> Result<(), String> {
@@ -479,19 +487,70 @@ pub fn check_state(bytes: &[u8]) -> Result<(), String> {
     if g.evtchn_fd >= 0 {
         want(g.evtchn_fd, "event channel")?;
     }
-    let mut nodes = Vec::new();
-    for r in &stream.records {
-        match r {
-            mig::Record::Connection(mig::Connection {
+    tree_of(reader, store, |conn_id, fd| {
+        want(fd, &format!("connection {conn_id}"))
+    })
+}
+
+/// The tree of a handed-over state, as [`check_state`] builds it, without
+/// looking at descriptors (the state's own tests).
+pub fn read_tree(
+    bytes: &[u8],
+    store: &xenstore_store::StoreConfig,
+) -> Result<xenstore_store::migrate::RestoredTree, String> {
+    let reader = mig::Reader::new(bytes).map_err(|e| e.to_string())?;
+    tree_of(reader, store, |_, _| Ok(()))
+}
+
+/// The rest of a stream from `reader`: its committed nodes as a tree,
+/// every socket connection's descriptor given to `socket` on the way.
+fn tree_of(
+    mut reader: mig::Reader<'_>,
+    store: &xenstore_store::StoreConfig,
+    mut socket: impl FnMut(u32, i32) -> Result<(), String>,
+) -> Result<xenstore_store::migrate::RestoredTree, String> {
+    // The committed nodes go to the tree as they are read; the other
+    // records are checked on the way (the whole stream is read: the tree
+    // takes every node up to END).
+    let mut refused = None;
+    let nodes = std::iter::from_fn(|| loop {
+        match reader.next_item() {
+            Ok(Some(mig::Item::Node(n))) => return Some((n.path, n.value, n.perms.iter())),
+            Ok(Some(mig::Item::Record(mig::Record::Connection(mig::Connection {
                 conn_id,
                 kind: mig::ConnKind::Socket { fd },
                 ..
-            }) => want(*fd, &format!("connection {conn_id}"))?,
-            mig::Record::Node(n) if n.transaction.is_none() => nodes.push(n.clone()),
-            _ => {}
+            })))) => {
+                if let Err(e) = socket(conn_id, fd) {
+                    refused = Some(e);
+                    return None;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                refused = Some(e.to_string());
+                return None;
+            }
         }
+    });
+    let tree = xenstore_store::migrate::RestoredTree::build(store, nodes);
+    if let Some(e) = refused {
+        return Err(e);
     }
-    xenstore_store::migrate::check_node_records(&nodes).map_err(|e| e.to_string())
+    let tree = tree.map_err(|e| e.to_string())?;
+    if !reader.ended() {
+        return Err("the stream ends before its END record".into());
+    }
+    let rest = reader.rest();
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes after the END record at offset {}",
+            rest.len(),
+            reader.offset()
+        ));
+    }
+    Ok(tree)
 }
 
 /// The binary a refused take-over runs instead: `explicit`, else the
@@ -525,22 +584,14 @@ pub fn fallback_binary(explicit: Option<&std::path::Path>) -> Option<std::path::
 /// owned by a domain that no longer exists (C aborts restoring them: its
 /// `read_state_node` counts each node for its owner, and the owner must
 /// exist in the hypervisor) are given to the privileged domain, as C's
-/// own `-K` does with a dead domain's nodes. Returns how many were.
-pub fn reassign_dead_owners(
-    nodes: &mut [mig::Node],
-    dead: &std::collections::HashSet<u16>,
-    priv_domid: u16,
-) -> usize {
-    let mut n = 0;
-    for node in nodes.iter_mut() {
-        if let Some(owner) = node.perms.first_mut() {
-            if dead.contains(&owner.domid) {
-                owner.domid = priv_domid;
-                n += 1;
-            }
-        }
+/// own `-K` does with a dead domain's nodes: the owner a node is written
+/// with.
+pub fn owner_for_c(owner: u16, dead: &std::collections::HashSet<u16>, priv_domid: u16) -> u16 {
+    if dead.contains(&owner) {
+        priv_domid
+    } else {
+        owner
     }
-    n
 }
 
 #[cfg(test)]
@@ -563,28 +614,10 @@ mod takeover_tests {
 
     #[test]
     fn dead_owners_become_the_privileged_domain() {
-        let perm = |d| mig::Perm {
-            access: mig::PermAccess::None,
-            stale: false,
-            domid: d,
-        };
-        let node = |p: &str, ps: Vec<mig::Perm>| mig::Node {
-            path: p.as_bytes().to_vec(),
-            transaction: None,
-            value: Vec::new(),
-            perms: ps,
-        };
-        let mut nodes = vec![
-            node("/", vec![perm(0)]),
-            node("/a", vec![perm(7), perm(3)]),
-            node("/b", vec![perm(3), perm(7)]),
-        ];
         let dead = [7u16].into_iter().collect();
-        assert_eq!(reassign_dead_owners(&mut nodes, &dead, 0), 1);
-        assert_eq!(nodes[1].perms[0].domid, 0);
-        // The rest of the list is left alone (only the owner is counted).
-        assert_eq!(nodes[1].perms[1].domid, 3);
-        assert_eq!(nodes[2].perms[1].domid, 7);
+        assert_eq!(owner_for_c(7, &dead, 0), 0);
+        assert_eq!(owner_for_c(3, &dead, 0), 3);
+        assert_eq!(owner_for_c(0, &dead, 0), 0);
     }
 
     #[test]
@@ -604,9 +637,46 @@ mod takeover_tests {
         }))
         .unwrap();
         let bytes = w.finish().unwrap();
-        let e = check_state(&bytes).unwrap_err();
+        let e = check_state(&bytes, &Default::default()).unwrap_err();
         assert!(e.contains("not open"), "{e}");
-        assert!(check_state(b"xenstore").is_err());
-        assert!(check_state(&[]).is_err());
+        assert!(check_state(b"xenstore", &Default::default()).is_err());
+        assert!(check_state(&[], &Default::default()).is_err());
+
+        // An open descriptor, and nodes: a node before its parent is
+        // refused; in order, the tree comes back with every node.
+        let open = std::fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&open);
+        let state = |paths: &[&str], trailing: &[u8]| {
+            let mut w = mig::Writer::new(
+                Vec::new(),
+                mig::StreamHeader {
+                    version: mig::Version::V1,
+                    endian: mig::Endian::Little,
+                },
+            )
+            .unwrap();
+            w.write_record(&mig::Record::Global(mig::Global {
+                socket_fd: fd,
+                evtchn_fd: -1,
+            }))
+            .unwrap();
+            let owner = [mig::Perm {
+                access: mig::PermAccess::None,
+                stale: false,
+                domid: 0,
+            }];
+            for p in paths {
+                w.write_node(p.as_bytes(), b"v", &owner).unwrap();
+            }
+            let mut bytes = w.finish().unwrap();
+            bytes.extend_from_slice(trailing);
+            bytes
+        };
+        let e = check_state(&state(&["/", "/a/b", "/a"], b""), &Default::default()).unwrap_err();
+        assert!(e.contains("before its parent"), "{e}");
+        let e = check_state(&state(&["/", "/a"], &[0; 8]), &Default::default()).unwrap_err();
+        assert!(e.contains("after the END record"), "{e}");
+        let tree = check_state(&state(&["/", "/a", "/a/b"], b""), &Default::default()).unwrap();
+        assert_eq!(tree.len(), 3);
     }
 }

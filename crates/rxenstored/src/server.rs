@@ -157,17 +157,27 @@ impl Server {
     /// [`StartError::Refused`] with the file and every descriptor left as
     /// they were, for a fallback binary.
     pub fn take_over(cfg: ServerConfig) -> Result<Server, StartError> {
+        let t0 = Instant::now();
         let file = state_file(&cfg.socket);
         let bytes = std::fs::read(&file)
             .map_err(|e| StartError::Refused(format!("{}: {e}", file.display())))?;
-        crate::live_update::check_state(&bytes)
+        let tree = crate::live_update::check_state(&bytes, &cfg.store)
             .map_err(|e| StartError::Refused(format!("{}: {e}", file.display())))?;
-        let s = Server::start(cfg, Some(bytes));
+        let s = Server::start(cfg, Some((bytes, tree)));
         let _ = std::fs::remove_file(&file);
+        if s.is_ok() {
+            tracing::info!(
+                "live update: state read and restored in {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
         s
     }
 
-    fn start(cfg: ServerConfig, handed_over: Option<Vec<u8>>) -> Result<Server, StartError> {
+    fn start(
+        cfg: ServerConfig,
+        handed_over: Option<(Vec<u8>, xenstore_store::migrate::RestoredTree)>,
+    ) -> Result<Server, StartError> {
         let mut trace = Trace::open(cfg.trace_file.as_deref()).map_err(StartError::Trace)?;
         for sw in &cfg.trace_control {
             let (on, name) = match sw.split_at_checked(1) {
@@ -184,7 +194,7 @@ impl Server {
         let mut evtchn_fd = -1;
         let mut listener = match &handed_over {
             None => bind(&cfg.socket)?,
-            Some(bytes) => {
+            Some((bytes, _)) => {
                 // GLOBAL comes first: the rest is read by the state.
                 let global = xenstore_migrate::Reader::new(bytes)
                     .and_then(|mut r| r.next_record())
@@ -263,9 +273,9 @@ impl Server {
             None => State::new(cfg, trace, xen, Instant::now()),
             Some(_) => State::taken_over(cfg, trace, xen, Instant::now()),
         };
-        if let Some(bytes) = &handed_over {
+        if let Some((bytes, tree)) = handed_over {
             state
-                .restore_live_update(bytes, &mut |fd| {
+                .restore_live_update(&bytes, tree, &mut |fd| {
                     let owned = inherited.take(fd)?;
                     xen_stable::inherit::close_on_exec(std::os::fd::AsRawFd::as_raw_fd(&owned))?;
                     let s = std::os::unix::net::UnixStream::from(owned);
@@ -452,6 +462,7 @@ impl Server {
     fn live_update(&mut self, go: &crate::live_update::Go) -> String {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
+        let t0 = Instant::now();
         let ok = xenstore_proto::Message::reply(&go.request, b"OK\0".to_vec());
         // A hand-back to C xenstored: C's command line, a version-1
         // stream (unless -c / -v say otherwise), C's reader's rules.
@@ -536,8 +547,9 @@ impl Server {
             _ => crate::live_update::next_argv(go.cmdline.as_deref(), &self.args),
         };
         tracing::info!(
-            "live update: handing {} bytes of state to {} {:?}",
+            "live update: handing {} bytes of state (written in {:.1} ms) to {} {:?}",
             bytes.len(),
+            t0.elapsed().as_secs_f64() * 1e3,
             go.binary.display(),
             argv
         );

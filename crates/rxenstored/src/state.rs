@@ -1234,19 +1234,21 @@ impl State {
                 w.write_record(&mig::Record::Watch(wr))?;
             }
         }
-        let mut nodes = self.store.node_records();
-        if let Some(dead) = to_c {
-            let priv_domid = u16::try_from(self.cfg.store.priv_domid).unwrap_or(0);
-            let n = crate::live_update::reassign_dead_owners(&mut nodes, dead, priv_domid);
-            if n > 0 {
-                tracing::warn!(
-                    "live update to C: {n} node(s) owned by domains that no longer exist \
-                     ({dead:?}) handed over as domain {priv_domid}'s"
-                );
+        let priv_domid = u16::try_from(self.cfg.store.priv_domid).unwrap_or(0);
+        let mut reassigned = 0;
+        self.store.write_node_records(&mut w, |owner| match to_c {
+            Some(dead) => {
+                let new = crate::live_update::owner_for_c(owner, dead, priv_domid);
+                reassigned += usize::from(new != owner);
+                new
             }
-        }
-        for n in nodes {
-            w.write_record(&mig::Record::Node(n))?;
+            None => owner,
+        })?;
+        if let (Some(dead), 1..) = (to_c, reassigned) {
+            tracing::warn!(
+                "live update to C: {reassigned} node(s) owned by domains that no longer exist \
+                 ({dead:?}) handed over as domain {priv_domid}'s"
+            );
         }
         if version == mig::Version::V2 {
             for d in self.store.domain_records() {
@@ -1266,13 +1268,22 @@ impl State {
     pub fn restore_live_update(
         &mut self,
         bytes: &[u8],
+        tree: xenstore_store::migrate::RestoredTree,
         adopt: &mut dyn FnMut(i32) -> io::Result<Box<dyn Stream>>,
     ) -> Result<(), crate::live_update::LiveUpdateError> {
         use crate::live_update::{restore_input, restore_output, LiveUpdateError};
         use xenstore_migrate as mig;
-        let stream = mig::Stream::read(bytes)?;
-        let rings = stream
-            .records
+        // The committed nodes are in `tree` already (read by
+        // `check_state`): here they are passed over, borrowed.
+        let mut others = Vec::new();
+        let mut reader = mig::Reader::new(bytes)?;
+        while let Some(item) = reader.next_item()? {
+            match item {
+                mig::Item::Record(mig::Record::Node(_)) | mig::Item::Node(_) => {}
+                mig::Item::Record(r) => others.push(r),
+            }
+        }
+        let rings = others
             .iter()
             .filter(|r| {
                 matches!(
@@ -1290,17 +1301,6 @@ impl State {
                 "this daemon has no Xen interface".into(),
             ));
         }
-        let (nodes, others): (Vec<mig::Record>, Vec<mig::Record>) = stream
-            .records
-            .into_iter()
-            .partition(|r| matches!(r, mig::Record::Node(_)));
-        let nodes: Vec<mig::Node> = nodes
-            .into_iter()
-            .filter_map(|r| match r {
-                mig::Record::Node(n) if n.transaction.is_none() => Some(n),
-                _ => None,
-            })
-            .collect();
         // The domain records first: made before the nodes, so that the
         // nodes' permissions naming them are not taken for stale ones (a
         // record younger than a node); their quotas bound the watches
@@ -1319,10 +1319,7 @@ impl State {
                 _ => {}
             }
         }
-        self.store
-            .restore_nodes(&nodes)
-            .map_err(|e| LiveUpdateError::State(e.to_string()))?;
-        drop(nodes);
+        self.store.install_tree(tree);
         // Stream connection id -> ours (`None`: a ring not mapped again).
         let mut by_stream_id: HashMap<u32, Option<u64>> = HashMap::new();
         for r in &others {

@@ -272,7 +272,8 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
         .expect("stream");
     let mut new = state(StoreConfig::default(), t0);
     let streams = [(50, a.clone()), (51, b.clone())];
-    new.restore_live_update(&bytes, &mut |fd| {
+    let tree = rxenstored::live_update::read_tree(&bytes, &StoreConfig::default()).expect("tree");
+    new.restore_live_update(&bytes, tree, &mut |fd| {
         streams
             .iter()
             .find(|(f, _)| *f == fd)

@@ -344,6 +344,11 @@ impl<'a> Cur<'a> {
 
     /// A string whose length field includes its NUL.
     fn cstr(&mut self, len_with_nul: u16, what_nul: &'static str) -> FResult<Vec<u8>> {
+        self.cstr_ref(len_with_nul, what_nul).map(<[u8]>::to_vec)
+    }
+
+    /// [`Cur::cstr`], borrowed.
+    fn cstr_ref(&mut self, len_with_nul: u16, what_nul: &'static str) -> FResult<&'a [u8]> {
         let s = self.take(usize::from(len_with_nul))?;
         let Some((&last, body)) = s.split_last() else {
             return Err(Fault::Invalid(
@@ -356,7 +361,7 @@ impl<'a> Cur<'a> {
         if body.contains(&0) {
             return Err(Fault::Invalid(what_nul));
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 
     /// `n` quota values then `n` NUL-terminated names.
@@ -456,22 +461,116 @@ fn split_output(b: &[u8], e: Endian) -> FResult<Vec<Message>> {
     Ok(out)
 }
 
-fn decode_perms(c: &mut Cur<'_>, n: u16) -> FResult<Vec<Perm>> {
+/// `n` permission specifiers, checked, as they stand in the stream.
+fn perms_ref<'a>(c: &mut Cur<'a>, n: u16) -> FResult<PermsRef<'a>> {
     let raw = c.take(usize::from(n) * 4)?;
-    let mut perms = Vec::with_capacity(usize::from(n));
     for p in raw.chunks_exact(4) {
-        let access = PermAccess::from_letter(p[0])
-            .ok_or(Fault::Invalid("permission letter not one of n, r, w, b"))?;
+        if PermAccess::from_letter(p[0]).is_none() {
+            return Err(Fault::Invalid("permission letter not one of n, r, w, b"));
+        }
         if p[1] & !0x01 != 0 {
             return Err(Fault::Invalid("undefined permission flag bits"));
         }
-        perms.push(Perm {
-            access,
-            stale: p[1] & 0x01 != 0,
-            domid: c.e.u16_from([p[2], p[3]]),
-        });
     }
-    Ok(perms)
+    Ok(PermsRef { raw, endian: c.e })
+}
+
+fn decode_perms(c: &mut Cur<'_>, n: u16) -> FResult<Vec<Perm>> {
+    Ok(perms_ref(c, n)?.iter().collect())
+}
+
+/// The padding rule every record body follows: at most 7 bytes past the
+/// content inside `len` (C counts the padding in `len`; the document
+/// leaves it outside).
+fn check_padding(c: &Cur<'_>) -> FResult<()> {
+    if c.b.len() - c.pos >= 8 {
+        return Err(Fault::Invalid(
+            "record length exceeds its content by 8 bytes or more",
+        ));
+    }
+    Ok(())
+}
+
+/// The body of a `NODE_DATA` record, borrowed, if it is a committed node
+/// (`conn-id` 0); `None` for a transaction's node, which
+/// [`decode`] reads. Checked as [`decode`] and [`check_record`] check a
+/// committed [`Node`].
+pub(crate) fn decode_node_ref(body: &[u8], e: Endian) -> FResult<Option<NodeRef<'_>>> {
+    let mut c = Cur { b: body, pos: 0, e };
+    if c.u32()? != 0 {
+        return Ok(None);
+    }
+    let _tx_id = c.u32()?;
+    let path_len = c.u16()?;
+    let value_len = c.u16()?;
+    // Ignored for a committed node.
+    let _access = c.u16()?;
+    let perm_count = c.u16()?;
+    let perms = perms_ref(&mut c, perm_count)?;
+    let path = c.cstr_ref(path_len, "NUL inside the node path")?;
+    let value = c.take(usize::from(value_len))?;
+    check_padding(&c)?;
+    if !matches!(path.first(), Some(b'/' | b'@')) {
+        return Err(Fault::Invalid(
+            "node path neither absolute nor special (@...)",
+        ));
+    }
+    if perms.is_empty() {
+        return Err(Fault::Invalid(
+            "committed node without permissions (the first is its owner)",
+        ));
+    }
+    Ok(Some(NodeRef { path, value, perms }))
+}
+
+/// Encodes a committed node's body into `out` (cleared first), padded to
+/// a multiple of 8, after the checks [`check_record`] makes for a
+/// committed [`Node`].
+pub(crate) fn encode_node_ref(
+    out: &mut Vec<u8>,
+    path: &[u8],
+    value: &[u8],
+    perms: &[Perm],
+    e: Endian,
+) -> FResult<()> {
+    check_string(path, "NUL inside the node path")?;
+    if !matches!(path.first(), Some(b'/' | b'@')) {
+        return Err(Fault::Invalid(
+            "node path neither absolute nor special (@...)",
+        ));
+    }
+    if value.len() > u16::MAX as usize {
+        return Err(Fault::Invalid("node value longer than 65535 bytes"));
+    }
+    if perms.len() > u16::MAX as usize {
+        return Err(Fault::Invalid("more than 65535 permissions"));
+    }
+    if perms.is_empty() {
+        return Err(Fault::Invalid(
+            "committed node without permissions (the first is its owner)",
+        ));
+    }
+    out.clear();
+    let mut b = Buf {
+        b: std::mem::take(out),
+        e,
+    };
+    b.u32(0);
+    b.u32(0);
+    b.u16(path.len() as u16 + 1);
+    b.u16(value.len() as u16);
+    b.u16(0);
+    b.u16(perms.len() as u16);
+    for p in perms {
+        b.b.push(p.access.letter());
+        b.b.push(u8::from(p.stale));
+        b.u16(p.domid);
+    }
+    b.cstr(path);
+    b.bytes(value);
+    b.pad8();
+    *out = b.b;
+    Ok(())
 }
 
 /// Decodes the body of a record of type `ty` (not END). `body` is the
@@ -618,13 +717,7 @@ pub(crate) fn decode(ty: RecordType, body: &[u8], h: StreamHeader) -> FResult<Re
             })
         }
     };
-    // The body may be followed by at most 7 bytes of padding inside `len`
-    // (C counts the padding in `len`; the document leaves it outside).
-    if body.len() - c.pos >= 8 {
-        return Err(Fault::Invalid(
-            "record length exceeds its content by 8 bytes or more",
-        ));
-    }
+    check_padding(&c)?;
     Ok(rec)
 }
 

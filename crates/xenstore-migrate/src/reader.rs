@@ -1,8 +1,8 @@
 //! Reading a stream from a byte slice.
 
-use crate::codec::{check_record, decode, round8, Refs};
+use crate::codec::{check_record, decode, decode_node_ref, round8, Refs};
 use crate::error::{Error, Result};
-use crate::record::{Endian, Record, RecordType, StreamHeader, Version};
+use crate::record::{Endian, Item, Record, RecordType, StreamHeader, Version};
 
 /// Size of the stream header.
 pub const HEADER_LEN: usize = 16;
@@ -107,9 +107,68 @@ impl<'a> Reader<'a> {
         r
     }
 
+    /// The next record like [`Reader::next_record`], except that a
+    /// committed node is handed out borrowed from the stream's bytes
+    /// ([`Item::Node`]) instead of copied into a [`Record::Node`]: a
+    /// restore of a large tree then allocates nothing per node here.
+    pub fn next_item(&mut self) -> Result<Option<Item<'a>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.step_item();
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn step_item(&mut self) -> Result<Option<Item<'a>>> {
+        let Some((offset, ty, body, padded)) = self.frame()? else {
+            return Ok(None);
+        };
+        if ty == RecordType::Node {
+            let version = self.header.version;
+            if let Some(n) =
+                decode_node_ref(body, self.header.endian).map_err(|f| f.at(offset, ty, version))?
+            {
+                // A committed node names nothing for Refs to check.
+                self.pos = offset + RECORD_HEADER_LEN + padded;
+                return Ok(Some(Item::Node(n)));
+            }
+        }
+        self.finish_record(offset, ty, body, padded)
+            .map(|r| Some(Item::Record(r)))
+    }
+
     fn step(&mut self) -> Result<Option<Record>> {
+        let Some((offset, ty, body, padded)) = self.frame()? else {
+            return Ok(None);
+        };
+        self.finish_record(offset, ty, body, padded).map(Some)
+    }
+
+    fn finish_record(
+        &mut self,
+        offset: usize,
+        ty: RecordType,
+        body: &[u8],
+        padded: usize,
+    ) -> Result<Record> {
+        let version = self.header.version;
+        let rec = decode(ty, body, self.header).map_err(|f| f.at(offset, ty, version))?;
+        check_record(&rec, version).map_err(|f| f.at(offset, ty, version))?;
+        self.refs.check(&rec, offset)?;
+        self.refs.add(&rec);
+        self.pos = offset + RECORD_HEADER_LEN + padded;
+        Ok(rec)
+    }
+
+    /// The next record's offset, type, body and padded length, checked
+    /// against the bytes that remain; `None` at `END` (then consumed).
+    fn frame(&mut self) -> Result<Option<(usize, RecordType, &'a [u8], usize)>> {
         let offset = self.pos;
-        let rest = &self.data[offset..];
+        let data: &'a [u8] = self.data;
+        let rest = &data[offset..];
         let Some(rh) = rest.get(..RECORD_HEADER_LEN) else {
             return Err(Error::Truncated {
                 offset,
@@ -155,13 +214,7 @@ impl<'a> Reader<'a> {
         }
         // Both fit in usize: they are at most body_rest.len().
         let body = &body_rest[..len as usize];
-        let version = self.header.version;
-        let rec = decode(ty, body, self.header).map_err(|f| f.at(offset, ty, version))?;
-        check_record(&rec, version).map_err(|f| f.at(offset, ty, version))?;
-        self.refs.check(&rec, offset)?;
-        self.refs.add(&rec);
-        self.pos = offset + RECORD_HEADER_LEN + padded as usize;
-        Ok(Some(rec))
+        Ok(Some((offset, ty, body, padded as usize)))
     }
 }
 

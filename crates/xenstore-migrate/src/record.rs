@@ -404,6 +404,60 @@ impl NodeTx {
     }
 }
 
+/// A committed node (`NODE_DATA` with `conn-id` 0) borrowed from the bytes
+/// of a stream: what [`crate::Reader::next_item`] hands out without
+/// copying, checked as [`crate::Reader::next_record`] checks a [`Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRef<'a> {
+    /// Absolute path (`/...`) or a special node (`@...`), without its NUL.
+    pub path: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Permissions, owner first; never empty.
+    pub perms: PermsRef<'a>,
+}
+
+/// The permission specifiers of a [`NodeRef`], as the stream holds them
+/// (checked when read: every letter and flag is defined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermsRef<'a> {
+    pub(crate) raw: &'a [u8],
+    pub(crate) endian: Endian,
+}
+
+impl<'a> PermsRef<'a> {
+    /// Number of specifiers.
+    pub fn len(&self) -> usize {
+        self.raw.len() / 4
+    }
+
+    /// True if there are none (never for a record read).
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The specifiers, owner first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Perm> + 'a {
+        let e = self.endian;
+        self.raw.chunks_exact(4).map(move |p| Perm {
+            // Checked when read.
+            access: PermAccess::from_letter(p[0]).unwrap_or(PermAccess::None),
+            stale: p[1] & 0x01 != 0,
+            domid: e.u16_from([p[2], p[3]]),
+        })
+    }
+}
+
+/// What [`crate::Reader::next_item`] hands out: a committed node borrowed
+/// from the stream, or any other record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A committed node.
+    Node(NodeRef<'a>),
+    /// Any other record (transaction nodes included).
+    Record(Record),
+}
+
 /// One node permission specifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Perm {

@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use crate::codec::{check_record, encode, Refs};
+use crate::codec::{check_record, encode, encode_node_ref, Refs};
 use crate::error::{Error, Result};
 use crate::reader::{HEADER_LEN, IDENT, RECORD_HEADER_LEN};
-use crate::record::{Endian, Record, RecordType, StreamHeader};
+use crate::record::{Endian, Perm, Record, RecordType, StreamHeader};
 
 /// Writes a stream: the header at creation, then records, then `END` in
 /// [`Writer::finish`].
@@ -20,6 +20,9 @@ pub struct Writer<W: Write> {
     header: StreamHeader,
     pos: usize,
     refs: Refs,
+    /// The body being encoded by [`Writer::write_node`], kept between
+    /// nodes.
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> Writer<W> {
@@ -39,6 +42,7 @@ impl<W: Write> Writer<W> {
             header,
             pos: HEADER_LEN,
             refs: Refs::default(),
+            scratch: Vec::new(),
         })
     }
 
@@ -70,6 +74,26 @@ impl<W: Write> Writer<W> {
         self.refs.add(rec);
         self.pos = self.pos.saturating_add(body.len());
         Ok(())
+    }
+
+    /// Checks and writes a committed node (`NODE_DATA` with `conn-id` 0)
+    /// from borrowed parts: the same bytes as [`Writer::write_record`]
+    /// with a [`crate::Node`] of no transaction, without building one.
+    pub fn write_node(&mut self, path: &[u8], value: &[u8], perms: &[Perm]) -> Result<()> {
+        let offset = self.pos;
+        let e = self.header.endian;
+        let mut body = std::mem::take(&mut self.scratch);
+        let encoded = encode_node_ref(&mut body, path, value, perms, e)
+            .map_err(|f| f.at(offset, RecordType::Node, self.header.version));
+        let written = encoded.and_then(|()| {
+            // At most 16 + 4 * 65535 + 2 * 65536 bytes: fits in u32.
+            self.record_header(RecordType::Node, body.len() as u32)?;
+            self.out.write_all(&body)?;
+            self.pos = self.pos.saturating_add(body.len());
+            Ok(())
+        });
+        self.scratch = body;
+        written
     }
 
     fn record_header(&mut self, ty: RecordType, len: u32) -> Result<()> {

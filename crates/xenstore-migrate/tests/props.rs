@@ -278,15 +278,50 @@ fn read_is_consistent(data: &[u8]) -> std::result::Result<(), TestCaseError> {
         let again = s.to_bytes().expect("what was read can be written");
         prop_assert_eq!(Stream::read(&again).expect("and read again"), s);
     }
-    // The record reader agrees with Stream::read up to the first error.
-    if let Ok(r) = Reader::new(data) {
-        for rec in r {
-            if rec.is_err() {
-                break;
+    // The record reader agrees with Stream::read up to the first error,
+    // and the borrowing reader with the record reader, error for error.
+    if let (Ok(mut r), Ok(mut items)) = (Reader::new(data), Reader::new(data)) {
+        loop {
+            match (r.next_record(), items.next_item()) {
+                (Ok(None), Ok(None)) => break,
+                (Err(a), Err(b)) => {
+                    prop_assert_eq!(a.to_string(), b.to_string());
+                    break;
+                }
+                (Ok(Some(rec)), Ok(Some(item))) => prop_assert_eq!(owned(item), rec),
+                (a, b) => prop_assert!(false, "the readers disagree: {:?} / {:?}", a, b),
             }
         }
+        prop_assert_eq!(r.offset(), items.offset());
     }
     Ok(())
+}
+
+/// What an item stands for, as the record reader gives it.
+fn owned(item: Item<'_>) -> Record {
+    match item {
+        Item::Node(n) => Record::Node(Node {
+            path: n.path.to_vec(),
+            transaction: None,
+            value: n.value.to_vec(),
+            perms: n.perms.iter().collect(),
+        }),
+        Item::Record(r) => r,
+    }
+}
+
+/// `s` written with [`Writer::write_node`] for its committed nodes.
+fn write_borrowing(s: &Stream) -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), s.header).unwrap();
+    for rec in &s.records {
+        match rec {
+            Record::Node(n) if n.transaction.is_none() => {
+                w.write_node(&n.path, &n.value, &n.perms).unwrap()
+            }
+            r => w.write_record(r).unwrap(),
+        }
+    }
+    w.finish().unwrap()
 }
 
 proptest! {
@@ -314,6 +349,13 @@ proptest! {
             prop_assert_eq!(&b1[16..], &b2[16..]);
             prop_assert_eq!(Stream::read(&b2).unwrap().records, records.clone());
         }
+    }
+
+    #[test]
+    fn committed_nodes_written_from_borrowed_parts_are_the_same_bytes(s in valid_stream()) {
+        let bytes = s.to_bytes().unwrap();
+        prop_assert_eq!(write_borrowing(&s), bytes.clone());
+        read_is_consistent(&bytes)?;
     }
 
     #[test]

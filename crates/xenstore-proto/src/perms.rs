@@ -148,6 +148,23 @@ impl PermList {
         })
     }
 
+    /// A list from borrowed entries (a heap block only past two
+    /// entries); `None` if empty.
+    pub fn from_slice(v: &[Perm]) -> Option<PermList> {
+        match *v {
+            [] => None,
+            [a] => Some(PermList(Entries::Inline {
+                len: 1,
+                items: [a, a],
+            })),
+            [a, b] => Some(PermList(Entries::Inline {
+                len: 2,
+                items: [a, b],
+            })),
+            _ => Some(PermList(Entries::Heap(v.into()))),
+        }
+    }
+
     /// A list from entries; `None` if empty.
     pub fn from_vec(v: Vec<Perm>) -> Option<PermList> {
         match *v.as_slice() {

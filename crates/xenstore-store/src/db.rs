@@ -257,19 +257,42 @@ impl Db {
         self.put(path, node);
     }
 
-    /// Forgets every node (a live update's restore starts from nothing).
-    pub(crate) fn clear_raw(&mut self) {
-        self.nodes.clear();
-        self.by_owner.clear();
-        self.by_acl.clear();
+    /// Stores a restored node under `path` with a fresh generation: a
+    /// node stored twice keeps the children the first one got.
+    pub(crate) fn restore_put(&mut self, path: &str, mut node: Node) {
+        node.generation = self.next_generation();
+        match self.nodes.get(path) {
+            Some(old) => {
+                node.children = old.children.clone();
+                self.put(path.to_owned(), node);
+            }
+            None => {
+                let key = Arc::from(path);
+                self.index(&key, &node);
+                self.nodes.insert(key, node);
+            }
+        }
     }
 
     /// Appends a child name to a node in place (a restore, which inserts
-    /// parents before children).
-    pub(crate) fn add_child_raw(&mut self, path: &str, child: &str) {
-        if let Some(n) = self.nodes.get_mut(path) {
-            n.add_child(child);
+    /// parents before children); false if there is no node at `path`.
+    pub(crate) fn add_child_raw(&mut self, path: &str, child: &str) -> bool {
+        match self.nodes.get_mut(path) {
+            Some(n) => {
+                n.add_child(child);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Takes over `from`'s domain records as records every node of this
+    /// tree is younger than (a live update's restore: the domains existed
+    /// before the restored nodes' last changes), and a generation counter
+    /// past both.
+    pub(crate) fn adopt_domains_of(&mut self, from: &Db) {
+        self.domain_gens = from.domain_gens.keys().map(|&d| (d, 0)).collect();
+        self.generation = self.generation.max(from.generation);
     }
 
     /// Removes a node as it is (repairs).

@@ -15,7 +15,7 @@
 
 use crate::node::{Node, Value};
 use crate::quota::Quota;
-use crate::store::{Store, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
+use crate::store::{Store, StoreConfig, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
 use crate::watch::Watch;
 use crate::ConnId;
 use xenstore_migrate as mig;
@@ -82,39 +82,80 @@ fn is_special(p: &str) -> bool {
 }
 
 impl Store {
-    /// Every committed node as a NODE record, in tree order: `/` first,
-    /// each parent before its children (in creation order), then the
-    /// special nodes.
-    pub fn node_records(&self) -> Vec<mig::Node> {
+    /// Calls `f` with every committed node in tree order: `/` first, each
+    /// parent before its children (in creation order), then the special
+    /// nodes, sorted. One path buffer serves the whole walk; the stack
+    /// holds one child iterator per level, whatever the depth.
+    fn walk_nodes<E>(&self, mut f: impl FnMut(&str, &Node) -> Result<(), E>) -> Result<(), E> {
         let db = self.db();
-        let record = |p: &str, n: &Node| mig::Node {
-            path: p.as_bytes().to_vec(),
-            transaction: None,
-            value: n.value.to_vec(),
-            perms: n.perms.entries().iter().map(to_record_perm).collect(),
-        };
-        let mut out = Vec::with_capacity(db.len());
-        let mut stack = vec!["/".to_string()];
-        while let Some(p) = stack.pop() {
-            let Some(n) = db.get(&p) else { continue };
-            out.push(record(&p, n));
-            let children: Vec<String> = n
-                .child_names()
-                .map(|c| {
-                    if p == "/" {
-                        format!("/{c}")
-                    } else {
-                        format!("{p}/{c}")
-                    }
-                })
-                .collect();
-            // Reversed onto the stack: popped in creation order.
-            stack.extend(children.into_iter().rev());
+        if let Some(root) = db.get("/") {
+            f("/", root)?;
+            let mut path = String::from("/");
+            let mut stack: Vec<(usize, Box<dyn Iterator<Item = &str> + '_>)> =
+                vec![(1, Box::new(root.child_names()))];
+            while let Some((base, names)) = stack.last_mut() {
+                let Some(name) = names.next() else {
+                    stack.pop();
+                    continue;
+                };
+                let base = *base;
+                path.truncate(base);
+                // Only the root's path is one byte long.
+                if base != 1 {
+                    path.push('/');
+                }
+                path.push_str(name);
+                let Some(n) = db.get(&path) else { continue };
+                f(&path, n)?;
+                if n.child_count() > 0 {
+                    stack.push((path.len(), Box::new(n.child_names())));
+                }
+            }
         }
         let mut special: Vec<(&str, &Node)> = db.iter().filter(|(p, _)| is_special(p)).collect();
         special.sort_by_key(|(p, _)| *p);
-        out.extend(special.into_iter().map(|(p, n)| record(p, n)));
+        special.into_iter().try_for_each(|(p, n)| f(p, n))
+    }
+
+    /// Every committed node as a NODE record, in the order of
+    /// [`Store::write_node_records`].
+    pub fn node_records(&self) -> Vec<mig::Node> {
+        let mut out = Vec::with_capacity(self.db().len());
+        let _ = self.walk_nodes(|p, n| {
+            out.push(mig::Node {
+                path: p.as_bytes().to_vec(),
+                transaction: None,
+                value: n.value.to_vec(),
+                perms: n.perms.entries().iter().map(to_record_perm).collect(),
+            });
+            Ok::<(), ()>(())
+        });
         out
+    }
+
+    /// Writes every committed node as a NODE record, in tree order (`/`
+    /// first, each parent before its children in creation order, then the
+    /// special nodes), straight from the tree: nothing is copied per node.
+    /// `owner` may change each node's owner as it is written (a hand-back
+    /// to C gives it no node of a dead domain). Returns the number of nodes
+    /// written.
+    pub fn write_node_records<W: std::io::Write>(
+        &self,
+        w: &mut mig::Writer<W>,
+        mut owner: impl FnMut(u16) -> u16,
+    ) -> mig::Result<usize> {
+        let mut perms: Vec<mig::Perm> = Vec::new();
+        let mut count = 0;
+        self.walk_nodes(|p, n| {
+            perms.clear();
+            perms.extend(n.perms.entries().iter().map(to_record_perm));
+            if let Some(first) = perms.first_mut() {
+                first.domid = owner(first.domid);
+            }
+            count += 1;
+            w.write_node(p.as_bytes(), &n.value, &perms)
+        })?;
+        Ok(count)
     }
 
     /// The watches of connection `conn`, as WATCH records of the stream's
@@ -160,36 +201,39 @@ impl Store {
     }
 
     /// Replaces the tree with `nodes` (see the module's rules), then
-    /// recounts what each domain owns.
+    /// recounts what each domain owns; a refused stream changes nothing.
     pub fn restore_nodes(&mut self, nodes: &[mig::Node]) -> Result<(), RestoreError> {
-        // Check everything before touching the store.
-        let seen = checked_nodes(nodes)?;
-        let defaults: Vec<(String, Node)> = [INTRODUCE_DOMAIN, RELEASE_DOMAIN]
-            .iter()
-            .filter(|s| !seen.contains(**s))
-            .filter_map(|s| self.db().get(s).map(|n| (s.to_string(), n.clone())))
-            .collect();
-        self.db_mut().clear_raw();
-        for n in nodes {
-            let p = String::from_utf8_lossy(&n.path).into_owned();
-            let perms = PermList::from_vec(n.perms.iter().map(from_record_perm).collect())
-                .ok_or_else(|| RestoreError::NoPerms(p.clone()))?;
-            let mut node = Node::new(perms);
-            node.value = Value::new(&n.value);
-            if let (false, Some(parent)) = (is_special(&p), path::parent(&p)) {
-                self.db_mut().add_child_raw(parent, path::basename(&p));
-            }
-            // A node listed twice keeps the children the first one got.
-            if let Some(old) = self.db().get(&p) {
-                node.children = old.children.clone();
-            }
-            self.db_mut().insert_raw(p, node);
-        }
-        for (p, n) in defaults {
-            self.db_mut().insert_raw(p, n);
-        }
-        self.recount();
+        let tree = RestoredTree::build(
+            self.config(),
+            nodes
+                .iter()
+                .filter(|n| n.transaction.is_none())
+                .map(|n| (&n.path[..], &n.value[..], n.perms.iter().copied())),
+        )?;
+        self.install_tree(tree);
         Ok(())
+    }
+
+    /// Replaces the tree with one read and checked before
+    /// ([`RestoredTree::build`]), then recounts what each domain owns. The
+    /// special nodes the tree lacks keep their present state (C 4.17
+    /// writes them as permissions only), and the domain records the store
+    /// holds count as older than every restored node.
+    pub fn install_tree(&mut self, tree: RestoredTree) {
+        let mut db = tree.db;
+        for s in [INTRODUCE_DOMAIN, RELEASE_DOMAIN] {
+            if db.get(s).is_none() {
+                if let Some(n) = self.db().get(s) {
+                    db.restore_put(s, n.clone());
+                }
+            }
+        }
+        db.adopt_domains_of(self.db());
+        for d in self.domains.values_mut() {
+            d.created_gen = 0;
+        }
+        *self.db_mut() = db;
+        self.recount();
     }
 
     /// Registers a watch of connection `conn` from its record (the
@@ -267,36 +311,63 @@ impl Store {
     }
 }
 
-/// The checks [`Store::restore_nodes`] makes before it changes anything:
-/// paths valid and UTF-8, permissions present, a parent before its
-/// children, the root present. A take-over runs them before it takes any
-/// descriptor, so that a refused state leaves the previous daemon's
-/// descriptors to a fallback binary.
-pub fn check_node_records(nodes: &[mig::Node]) -> Result<(), RestoreError> {
-    checked_nodes(nodes).map(|_| ())
+/// A tree built from a stream's committed NODE records and checked: paths
+/// valid and UTF-8, permissions present, a parent before its children,
+/// the root present. A take-over builds it before it takes any descriptor,
+/// so that a refused state leaves the previous daemon's descriptors to a
+/// fallback binary; [`Store::install_tree`] then puts it in place.
+#[derive(Debug)]
+pub struct RestoredTree {
+    db: crate::db::Db,
 }
 
-fn checked_nodes(nodes: &[mig::Node]) -> Result<std::collections::HashSet<&str>, RestoreError> {
-    let mut seen: std::collections::HashSet<&str> =
-        std::collections::HashSet::with_capacity(nodes.len());
-    for n in nodes {
-        let p = std::str::from_utf8(&n.path)
-            .map_err(|_| RestoreError::BadPath(String::from_utf8_lossy(&n.path).into()))?;
-        if n.perms.is_empty() {
-            return Err(RestoreError::NoPerms(p.into()));
-        }
-        if path::validate(p.as_bytes()).is_err() || (is_special(p) && p.contains('/')) {
-            return Err(RestoreError::BadPath(p.into()));
-        }
-        if let (false, Some(parent)) = (is_special(p), path::parent(p)) {
-            if !seen.contains(parent) {
-                return Err(RestoreError::Orphan(p.into()));
+impl RestoredTree {
+    /// Builds the tree from `(path, value, permissions)` in stream order,
+    /// for a store configured as `cfg` (its privileged and store domains
+    /// are left out of the reverse indexes, as [`Store::new`] does). Each
+    /// path is hashed to find its parent and once more to store it; a
+    /// node stored twice keeps the children the first one got.
+    pub fn build<'a, P>(
+        cfg: &StoreConfig,
+        nodes: impl IntoIterator<Item = (&'a [u8], &'a [u8], P)>,
+    ) -> Result<RestoredTree, RestoreError>
+    where
+        P: IntoIterator<Item = mig::Perm>,
+    {
+        let mut db = crate::db::Db::unindexing([cfg.priv_domid, cfg.store_domid]);
+        let mut perms: Vec<Perm> = Vec::new();
+        for (raw, value, record_perms) in nodes {
+            let p = std::str::from_utf8(raw)
+                .map_err(|_| RestoreError::BadPath(String::from_utf8_lossy(raw).into()))?;
+            if path::validate(p.as_bytes()).is_err() || (is_special(p) && p.contains('/')) {
+                return Err(RestoreError::BadPath(p.into()));
             }
+            perms.clear();
+            perms.extend(record_perms.into_iter().map(|r| from_record_perm(&r)));
+            let perms =
+                PermList::from_slice(&perms).ok_or_else(|| RestoreError::NoPerms(p.into()))?;
+            if let (false, Some(parent)) = (is_special(p), path::parent(p)) {
+                if !db.add_child_raw(parent, path::basename(p)) {
+                    return Err(RestoreError::Orphan(p.into()));
+                }
+            }
+            let mut node = Node::new(perms);
+            node.value = Value::new(value);
+            db.restore_put(p, node);
         }
-        seen.insert(p);
+        if db.get("/").is_none() {
+            return Err(RestoreError::NoRoot);
+        }
+        Ok(RestoredTree { db })
     }
-    if !seen.contains("/") {
-        return Err(RestoreError::NoRoot);
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.db.len()
     }
-    Ok(seen)
+
+    /// True if there are none (never for a tree built).
+    pub fn is_empty(&self) -> bool {
+        self.db.is_empty()
+    }
 }

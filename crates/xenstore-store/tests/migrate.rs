@@ -45,9 +45,17 @@ fn through_the_stream(s: &Store, conns: &[(ConnId, u32)], version: mig::Version)
             w.write_record(&mig::Record::Watch(wr)).expect("watch");
         }
     }
+    // Written straight from the tree; the same bytes as the records built
+    // one by one.
+    let mut copied = mig::Writer::new(Vec::new(), header).expect("writer");
     for n in s.node_records() {
-        w.write_record(&mig::Record::Node(n)).expect("node");
+        copied.write_record(&mig::Record::Node(n)).expect("node");
     }
+    let mut direct = mig::Writer::new(Vec::new(), header).expect("writer");
+    let count = s.write_node_records(&mut direct, |d| d).expect("nodes");
+    assert_eq!(count, s.db().len());
+    assert_eq!(direct.finish().expect("end"), copied.finish().expect("end"));
+    s.write_node_records(&mut w, |d| d).expect("nodes");
     if version == mig::Version::V2 {
         for d in s.domain_records() {
             w.write_record(&mig::Record::Domain(d)).expect("domain");

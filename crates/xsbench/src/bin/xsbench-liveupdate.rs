@@ -54,7 +54,12 @@ fn one(exe: &Path, n: usize) -> Result<String, String> {
     let mut child = Command::new(exe)
         .args(["-N", "--no-xen", "--socket"])
         .arg(&socket)
-        .env("RXENSTORED_LOG", "warn")
+        // XSBENCH_DAEMON_LOG=info shows the daemon's own timing of the
+        // update's phases on standard error.
+        .env(
+            "RXENSTORED_LOG",
+            std::env::var("XSBENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
