@@ -39,6 +39,9 @@ pub fn read_header(data: &[u8]) -> Result<StreamHeader> {
     Ok(StreamHeader { version, endian })
 }
 
+/// A record's offset, type, body and length padded to 8.
+type Frame<'a> = (usize, RecordType, &'a [u8], usize);
+
 /// Reads the records of a stream held in memory, one at a time, checking
 /// each against the document before handing it out.
 ///
@@ -165,7 +168,7 @@ impl<'a> Reader<'a> {
 
     /// The next record's offset, type, body and padded length, checked
     /// against the bytes that remain; `None` at `END` (then consumed).
-    fn frame(&mut self) -> Result<Option<(usize, RecordType, &'a [u8], usize)>> {
+    fn frame(&mut self) -> Result<Option<Frame<'a>>> {
         let offset = self.pos;
         let data: &'a [u8] = self.data;
         let rest = &data[offset..];
