@@ -487,7 +487,7 @@ pub fn check_state(
     if g.evtchn_fd >= 0 {
         want(g.evtchn_fd, "event channel")?;
     }
-    tree_of(reader, store, |conn_id, fd| {
+    tree_of(bytes, reader, store, |conn_id, fd| {
         want(fd, &format!("connection {conn_id}"))
     })
 }
@@ -499,16 +499,18 @@ pub fn read_tree(
     store: &xenstore_store::StoreConfig,
 ) -> Result<xenstore_store::migrate::RestoredTree, String> {
     let reader = mig::Reader::new(bytes).map_err(|e| e.to_string())?;
-    tree_of(reader, store, |_, _| Ok(()))
+    tree_of(bytes, reader, store, |_, _| Ok(()))
 }
 
 /// The rest of a stream from `reader`: its committed nodes as a tree,
 /// every socket connection's descriptor given to `socket` on the way.
 fn tree_of(
+    bytes: &[u8],
     mut reader: mig::Reader<'_>,
     store: &xenstore_store::StoreConfig,
     mut socket: impl FnMut(u32, i32) -> Result<(), String>,
 ) -> Result<xenstore_store::migrate::RestoredTree, String> {
+    let expected = mig::count_records(bytes, mig::RecordType::Node);
     // The committed nodes go to the tree as they are read; the other
     // records are checked on the way (the whole stream is read: the tree
     // takes every node up to END).
@@ -534,7 +536,7 @@ fn tree_of(
             }
         }
     });
-    let tree = xenstore_store::migrate::RestoredTree::build(store, nodes);
+    let tree = xenstore_store::migrate::RestoredTree::build(store, expected, nodes);
     if let Some(e) = refused {
         return Err(e);
     }

@@ -472,30 +472,13 @@ impl Server {
         } else {
             go.version
         };
-        let written = if to_c {
-            let dead = self.state.dead_owners();
-            self.state.live_update_stream_for_c(
-                version,
-                self.listener.as_raw_fd(),
-                self.state.evtchn_fd().unwrap_or(-1),
-                Some((go.conn, ok)),
-                &dead,
-            )
+        let dead = if to_c {
+            Some(self.state.dead_owners())
         } else {
-            self.state.live_update_stream(
-                version,
-                self.listener.as_raw_fd(),
-                self.state.evtchn_fd().unwrap_or(-1),
-                Some((go.conn, ok)),
-            )
-        };
-        let bytes = match written {
-            Ok(b) => b,
-            Err(e) => return format!("Dump state error: {e}"),
+            None
         };
         let file = state_file(&self.socket);
-        let written = {
-            use std::io::Write as _;
+        let out = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .write(true)
@@ -503,11 +486,31 @@ impl Server {
                 .truncate(true)
                 .mode(0o600)
                 .open(&file)
-                .and_then(|mut f| f.write_all(&bytes))
         };
-        if let Err(e) = written {
-            return format!("Dump state open error: {e}");
-        }
+        let out = match out {
+            Ok(f) => std::io::BufWriter::with_capacity(1 << 20, f),
+            Err(e) => return format!("Dump state open error: {e}"),
+        };
+        let written = self
+            .state
+            .write_live_update_stream(
+                out,
+                version,
+                self.listener.as_raw_fd(),
+                self.state.evtchn_fd().unwrap_or(-1),
+                Some((go.conn, ok)),
+                dead.as_ref(),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|w| w.into_inner().map_err(|e| e.error().to_string()))
+            .and_then(|f| f.metadata().map_err(|e| e.to_string()));
+        let bytes = match written {
+            Ok(m) => m.len(),
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                return format!("Dump state error: {e}");
+            }
+        };
         let fds: Vec<i32> = std::iter::once(self.listener.as_raw_fd())
             .chain(self.state.socket_fds().into_iter().map(|(_, fd)| fd))
             .collect();
@@ -548,7 +551,7 @@ impl Server {
         };
         tracing::info!(
             "live update: handing {} bytes of state (written in {:.1} ms) to {} {:?}",
-            bytes.len(),
+            bytes,
             t0.elapsed().as_secs_f64() * 1e3,
             go.binary.display(),
             argv

@@ -1078,12 +1078,12 @@ impl State {
         evtchn_fd: i32,
         last: Option<(u64, Message)>,
     ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
-        self.stream_for(version, socket_fd, evtchn_fd, last, None)
+        self.write_live_update_stream(Vec::new(), version, socket_fd, evtchn_fd, last, None)
     }
 
     /// The domains that own nodes but no longer exist in the hypervisor
     /// (none without a Xen interface): a hand-back to C gives their nodes
-    /// to the privileged domain ([`crate::live_update::reassign_dead_owners`]).
+    /// to the privileged domain ([`crate::live_update::owner_for_c`]).
     pub fn dead_owners(&mut self) -> HashSet<u16> {
         let owners: HashSet<u32> = self
             .store
@@ -1101,32 +1101,25 @@ impl State {
             .collect()
     }
 
-    /// The stream for C xenstored 4.17 to 4.21 taking the host back
-    /// (`live-update` to C's binary): as [`State::live_update_stream`],
-    /// and what C's `read_state_*` need: no record or field C does not
-    /// know in version 1 (no unique-id, no watch depth, no DOMAIN record),
-    /// the local domain's ring present (C makes its store when that ring
-    /// is restored: xenstored_domain.c introduce_domain, setup_structure),
-    /// nodes of the `dead` domains given to the privileged domain.
-    pub fn live_update_stream_for_c(
+    /// Writes the live-update stream to `out` (a buffered state file:
+    /// nothing is built in memory first), as [`State::live_update_stream`]
+    /// makes it; with `to_c`, the stream for C xenstored 4.17 to 4.21
+    /// taking the host back (`live-update` to C's binary): what C's
+    /// `read_state_*` need: no record or field C does not know in version
+    /// 1 (no unique-id, no watch depth, no DOMAIN record), the local
+    /// domain's ring present (C makes its store when that ring is
+    /// restored: xenstored_domain.c introduce_domain, setup_structure),
+    /// nodes of the `to_c` domains (dead ones) given to the privileged
+    /// domain.
+    pub fn write_live_update_stream<W: std::io::Write>(
         &self,
-        version: xenstore_migrate::Version,
-        socket_fd: i32,
-        evtchn_fd: i32,
-        last: Option<(u64, Message)>,
-        dead: &HashSet<u16>,
-    ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
-        self.stream_for(version, socket_fd, evtchn_fd, last, Some(dead))
-    }
-
-    fn stream_for(
-        &self,
+        out: W,
         version: xenstore_migrate::Version,
         socket_fd: i32,
         evtchn_fd: i32,
         last: Option<(u64, Message)>,
         to_c: Option<&HashSet<u16>>,
-    ) -> Result<Vec<u8>, crate::live_update::LiveUpdateError> {
+    ) -> Result<W, crate::live_update::LiveUpdateError> {
         use crate::live_update::{input_record, output_record, LiveUpdateError};
         use xenstore_migrate as mig;
         if to_c.is_some() {
@@ -1153,7 +1146,7 @@ impl State {
         } else {
             mig::Endian::Little
         };
-        let mut w = mig::Writer::new(Vec::new(), mig::StreamHeader { version, endian })?;
+        let mut w = mig::Writer::new(out, mig::StreamHeader { version, endian })?;
         w.write_record(&mig::Record::Global(mig::Global {
             socket_fd,
             evtchn_fd,

@@ -48,6 +48,8 @@ pub mod record;
 mod writer;
 
 pub use error::{Error, Result};
-pub use reader::{read_header, Reader, Stream, HEADER_LEN, IDENT, RECORD_HEADER_LEN};
+pub use reader::{
+    count_records, read_header, Reader, Stream, HEADER_LEN, IDENT, RECORD_HEADER_LEN,
+};
 pub use record::*;
 pub use writer::Writer;

@@ -39,6 +39,34 @@ pub fn read_header(data: &[u8]) -> Result<StreamHeader> {
     Ok(StreamHeader { version, endian })
 }
 
+/// How many records of type `ty` a stream holds, from the record headers
+/// alone: bodies are not checked, and counting stops at `END` or at the
+/// first header or body that does not fit. A capacity hint before a full
+/// read (never more than `data.len() / 8`).
+pub fn count_records(data: &[u8], ty: RecordType) -> usize {
+    let Ok(h) = read_header(data) else {
+        return 0;
+    };
+    let mut pos = HEADER_LEN;
+    let mut n = 0;
+    while let Some(rh) = data.get(pos..pos.saturating_add(RECORD_HEADER_LEN)) {
+        let code = h.endian.u32_from([rh[0], rh[1], rh[2], rh[3]]);
+        let len = h.endian.u32_from([rh[4], rh[5], rh[6], rh[7]]);
+        match RecordType::from_code(code) {
+            Some(RecordType::End) | None => break,
+            Some(t) => n += usize::from(t == ty),
+        }
+        // round8 of a u32 fits in usize on the targets Xen runs on.
+        pos = pos
+            .saturating_add(RECORD_HEADER_LEN)
+            .saturating_add(round8(u64::from(len)) as usize);
+        if pos > data.len() {
+            break;
+        }
+    }
+    n
+}
+
 /// A record's offset, type, body and length padded to 8.
 type Frame<'a> = (usize, RecordType, &'a [u8], usize);
 

@@ -60,7 +60,8 @@ fn restore_nodes(b: divan::Bencher, nodes: usize) {
             Some(mig::Item::Node(n)) => Some((n.path, n.value, n.perms.iter())),
             _ => None,
         });
-        let tree = RestoredTree::build(s.config(), nodes).expect("restore");
+        let expected = mig::count_records(&bytes, mig::RecordType::Node);
+        let tree = RestoredTree::build(s.config(), expected, nodes).expect("restore");
         s.install_tree(tree);
         s
     });

@@ -28,8 +28,10 @@ use xenstore_proto::{PermList, XsError, DOMID_ANY};
 #[derive(Debug)]
 pub struct Db {
     /// Paths are shared between the map and the indexes (one allocation
-    /// per node, whatever its length).
-    nodes: HashMap<Arc<str>, Node>,
+    /// per node, whatever its length). Hashed with std's keyed SipHash
+    /// (paths come from guests); hashbrown's map for its entry by
+    /// borrowed key.
+    nodes: hashbrown::HashMap<Arc<str>, Node, std::hash::RandomState>,
     generation: u64,
     by_owner: HashMap<u32, HashSet<Arc<str>>>,
     by_acl: HashMap<u32, HashSet<Arc<str>>>,
@@ -60,13 +62,33 @@ fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
     n.perms.entries()[1..].iter().map(|e| e.domid)
 }
 
+/// [`Db::index`] on the index fields alone, for callers holding an entry
+/// of the node map.
+fn index_into(
+    by_owner: &mut HashMap<u32, HashSet<Arc<str>>>,
+    by_acl: &mut HashMap<u32, HashSet<Arc<str>>>,
+    unindexed: [u32; 2],
+    path: &Arc<str>,
+    n: &Node,
+) {
+    let owner = n.perms.owner();
+    if !unindexed.contains(&owner) {
+        by_owner.entry(owner).or_default().insert(path.clone());
+    }
+    for d in acl_domids(n) {
+        if !unindexed.contains(&d) {
+            by_acl.entry(d).or_default().insert(path.clone());
+        }
+    }
+}
+
 impl Db {
     /// An empty tree whose indexes leave out `domids` (domains that are
     /// never removed: [`Db::owned_by`] and [`Db::named_by_acl`] list
     /// nothing for them).
     pub fn unindexing(domids: [u32; 2]) -> Db {
         Db {
-            nodes: HashMap::new(),
+            nodes: hashbrown::HashMap::with_hasher(std::hash::RandomState::new()),
             generation: 0,
             by_owner: HashMap::new(),
             by_acl: HashMap::new(),
@@ -106,15 +128,13 @@ impl Db {
     }
 
     fn index(&mut self, path: &Arc<str>, n: &Node) {
-        let owner = n.perms.owner();
-        if self.indexed(owner) {
-            self.by_owner.entry(owner).or_default().insert(path.clone());
-        }
-        for d in acl_domids(n) {
-            if self.indexed(d) {
-                self.by_acl.entry(d).or_default().insert(path.clone());
-            }
-        }
+        index_into(
+            &mut self.by_owner,
+            &mut self.by_acl,
+            self.unindexed,
+            path,
+            n,
+        );
     }
 
     fn unindex(&mut self, path: &str, n: &Node) {
@@ -261,17 +281,28 @@ impl Db {
     /// node stored twice keeps the children the first one got.
     pub(crate) fn restore_put(&mut self, path: &str, mut node: Node) {
         node.generation = self.next_generation();
-        match self.nodes.get(path) {
-            Some(old) => {
-                node.children = old.children.clone();
-                self.put(path.to_owned(), node);
-            }
-            None => {
-                let key = Arc::from(path);
-                self.index(&key, &node);
-                self.nodes.insert(key, node);
-            }
+        let Db {
+            nodes,
+            by_owner,
+            by_acl,
+            unindexed,
+            ..
+        } = self;
+        if let hashbrown::hash_map::EntryRef::Vacant(e) = nodes.entry_ref(path) {
+            // The usual case: the path hashed once.
+            let stored = e.insert_entry_with_key(Arc::from(path), node);
+            index_into(by_owner, by_acl, *unindexed, stored.key(), stored.get());
+            return;
         }
+        if let Some(old) = self.nodes.get(path) {
+            node.children = old.children.clone();
+        }
+        self.put(path.to_owned(), node);
+    }
+
+    /// Room for `additional` more nodes without growing the map.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.nodes.reserve(additional);
     }
 
     /// Appends a child name to a node in place (a restore, which inserts

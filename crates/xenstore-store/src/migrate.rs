@@ -205,6 +205,7 @@ impl Store {
     pub fn restore_nodes(&mut self, nodes: &[mig::Node]) -> Result<(), RestoreError> {
         let tree = RestoredTree::build(
             self.config(),
+            nodes.len(),
             nodes
                 .iter()
                 .filter(|n| n.transaction.is_none())
@@ -327,14 +328,20 @@ impl RestoredTree {
     /// are left out of the reverse indexes, as [`Store::new`] does). Each
     /// path is hashed to find its parent and once more to store it; a
     /// node stored twice keeps the children the first one got.
+    ///
+    /// `expected` is the number of nodes to make room for at once
+    /// ([`xenstore_migrate::count_records`] tells it from a stream).
     pub fn build<'a, P>(
         cfg: &StoreConfig,
+        expected: usize,
         nodes: impl IntoIterator<Item = (&'a [u8], &'a [u8], P)>,
     ) -> Result<RestoredTree, RestoreError>
     where
         P: IntoIterator<Item = mig::Perm>,
     {
         let mut db = crate::db::Db::unindexing([cfg.priv_domid, cfg.store_domid]);
+        // The special nodes besides.
+        db.reserve(expected.saturating_add(2));
         let mut perms: Vec<Perm> = Vec::new();
         for (raw, value, record_perms) in nodes {
             let p = std::str::from_utf8(raw)
