@@ -9,6 +9,15 @@ export PATH
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Once (CI, bookworm) the shell found no `mount` for the first line and
+# /proc stayed unmounted, so the guest never saw its command line: say so,
+# and mount through busybox itself.
+if [ ! -e /proc/cmdline ]; then
+	echo "REALXEN-GUEST /proc not mounted at first: $(ls -l /bin/mount 2>&1)"
+	/bin/busybox mount -t proc proc /proc
+	[ -e /sys/kernel ] || /bin/busybox mount -t sysfs sysfs /sys
+	[ -e /dev/null ] || /bin/busybox mount -t devtmpfs devtmpfs /dev
+fi
 # No socket here: libxenstore falls back to the ring device; name it anyway.
 export XENSTORED_PATH=/dev/xen/xenbus
 
