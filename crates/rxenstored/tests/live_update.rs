@@ -30,21 +30,34 @@ fn xenstore_control_live_update_keeps_everything() {
     let pid = d.pid();
     let mut a = d.client();
     let mut b = d.client();
-    for i in 0..2000 {
-        let p = format!("/lu/n{i}");
-        a.send(
-            MsgType::Write as u32,
-            0,
-            &[z(&p), i.to_string().into_bytes()].concat(),
-        );
+    // 100,000 nodes in 2,000 directories (issue 10's store; every
+    // listing fits in one DIRECTORY reply), every 1,000th with an ACL of
+    // its own, written pipelined.
+    const N: usize = 100_000;
+    let node = |i: usize| format!("/lu/d{}/e{}/n{i}", i % 50, (i / 50) % 40);
+    for chunk in (0..N).collect::<Vec<_>>().chunks(256) {
+        for &i in chunk {
+            a.send(
+                MsgType::Write as u32,
+                0,
+                &[z(&node(i)), i.to_string().into_bytes()].concat(),
+            );
+        }
+        for _ in chunk {
+            assert_eq!(a.reply().ok(), b"OK\0");
+        }
     }
-    for _ in 0..2000 {
-        assert_eq!(a.reply().ok(), b"OK\0");
+    for i in (0..N).step_by(1000) {
+        a.req(MsgType::SetPerms, &zs(&[&node(i), "n0", "r0", "b0"]))
+            .ok();
     }
+    let before = tree(&mut a);
+    assert!(before.len() > N, "{} nodes", before.len());
+    let report = accounting(&mut a, true);
     a.req(MsgType::Watch, &zs(&["/lu", "tok"])).ok();
     assert!(a.next_event(2000).is_some(), "initial event");
     // B has sent half a request when the update happens.
-    let read = Message::new(MsgType::Read as u32, 77, 0, z("/lu/n42")).encode();
+    let read = Message::new(MsgType::Read as u32, 77, 0, z("/lu/d42/e0/n42")).encode();
     b.send_raw(&read[..9]);
     std::thread::sleep(Duration::from_millis(100));
 
@@ -68,12 +81,13 @@ fn xenstore_control_live_update_keeps_everything() {
     b.send_raw(&read[9..]);
     let r = b.reply();
     assert_eq!((r.header.req_id, r.ok()), (77, &b"42"[..]));
-    // A's watch is there, every node is.
-    b.write("/lu/n7", b"x").ok();
-    assert_eq!(a.next_event(2000), Some(("/lu/n7".into(), "tok".into())));
-    for i in (0..2000).step_by(97) {
-        assert_eq!(a.read(&format!("/lu/n{i}")).ok(), i.to_string().as_bytes());
-    }
+    // Every node with its value and permissions, and the accounting, as
+    // they were.
+    same_tree(&before, &tree(&mut b));
+    assert_eq!(accounting(&mut b, true), report);
+    // A's watch is there.
+    b.write("/lu/d7/n7", b"x").ok();
+    assert_eq!(a.next_event(2000), Some(("/lu/d7/n7".into(), "tok".into())));
     assert!(d.log().contains("took over"), "{}", d.log());
     assert!(
         !d.dir.join("state_dump").exists(),
