@@ -56,6 +56,13 @@ pub const OUTPUT_PER_TURN: usize = 256 * 1024;
 /// How often connections holding output for a receiver that does not read
 /// are looked at for stale watch events.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
+
+/// How often every ring is looked at for requests or room that no
+/// notification announced. A notification lost between a guest and the
+/// daemon would otherwise leave that guest waiting until its next one (C
+/// xenstored looks at every ring on every wake-up); the look costs two
+/// loads per ring.
+const RING_SWEEP: Duration = Duration::from_secs(1);
 /// Output queued above which a socket's requests are not read.
 pub const OUT_HIGH: usize = 1 << 20;
 /// Output queued above which a socket is dropped.
@@ -103,6 +110,10 @@ pub struct State {
     /// Unprivileged connections holding output: looked at for stale events.
     backlogged: HashSet<u64>,
     next_expiry: Option<Instant>,
+    /// When the rings are next looked at ([`RING_SWEEP`]).
+    next_sweep: Instant,
+    /// Rings found with work nobody had signalled, since start (logged).
+    unsignalled: u64,
     pending: HashMap<u64, Pending>,
     next_ticket: u64,
     cfg: ServerConfig,
@@ -153,6 +164,8 @@ impl State {
             stalled: Vec::new(),
             backlogged: HashSet::new(),
             next_expiry: None,
+            next_sweep: now + RING_SWEEP,
+            unsignalled: 0,
             pending: HashMap::new(),
             next_ticket: 1,
             cfg,
@@ -202,7 +215,8 @@ impl State {
         let lu = self
             .live_update_started()
             .then(|| self.now + Duration::from_millis(100));
-        [self.next_expiry, lu].into_iter().flatten().min()
+        let sweep = self.xen.is_some().then_some(self.next_sweep);
+        [self.next_expiry, lu, sweep].into_iter().flatten().min()
     }
 
     /// What the loop must do for the state.
@@ -275,6 +289,39 @@ impl State {
             self.expire_backlog();
         }
         self.retry_stalled();
+        if self.xen.is_some() && self.now >= self.next_sweep {
+            self.sweep_rings();
+            self.next_sweep = self.now + RING_SWEEP;
+        }
+    }
+
+    /// Schedules every ring that holds requests, or has room for queued
+    /// output, without being scheduled already ([`RING_SWEEP`]).
+    fn sweep_rings(&mut self) {
+        let found: Vec<(u64, u32)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.scheduled)
+            .filter_map(|(id, c)| {
+                let r = c.ring().filter(|r| !r.broken && r.port.is_some())?;
+                // Input a turn would read (not a domain held at its
+                // limits, which is served again when they allow).
+                let input = !c.stalled
+                    && c.out.bytes() < RING_OUT_HIGH
+                    && xenstore_proto::ring::server_has_input(&r.page);
+                let room = !c.out.is_empty() && xenstore_proto::ring::server_has_room(&r.page);
+                (input || room).then_some((*id, r.domid))
+            })
+            .collect();
+        for (id, domid) in found {
+            self.unsignalled += 1;
+            tracing::debug!(
+                "domain {domid}: ring has work no notification announced \
+                 ({} such since start)",
+                self.unsignalled
+            );
+            self.schedule(id);
+        }
     }
 
     /// Closes every connection (the daemon stops).

@@ -103,6 +103,13 @@ fn consume<P: RingPage + ?Sized>(
     prod_off: usize,
     out: &mut [u8],
 ) -> Result<usize, RingError> {
+    // Our last index store must be visible before the peer's index is
+    // read: the peer stores its index, then reads ours to decide whether
+    // to notify (Linux's xb_write notifies only if we had consumed
+    // everything), so without this full barrier both sides could read the
+    // other's old index, each conclude the other will act, and the ring
+    // stall with input in it.
+    barrier();
     let cons = page.load_u32(cons_off);
     let prod = page.load_u32(prod_off);
     barrier();
@@ -131,6 +138,8 @@ fn produce<P: RingPage + ?Sized>(
     cons_off: usize,
     src: &[u8],
 ) -> Result<usize, RingError> {
+    // As in `consume`: our last index store before the peer's load.
+    barrier();
     let cons = page.load_u32(cons_off);
     let prod = page.load_u32(prod_off);
     barrier();
@@ -173,6 +182,13 @@ pub fn guest_read<P: RingPage + ?Sized>(page: &P, out: &mut [u8]) -> Result<usiz
 /// A cheap hint (no barrier) that the guest has produced requests.
 pub fn server_has_input<P: RingPage + ?Sized>(page: &P) -> bool {
     page.load_u32(REQ_CONS) != page.load_u32(REQ_PROD)
+}
+
+/// A cheap hint (no barrier) that the response ring has room.
+pub fn server_has_room<P: RingPage + ?Sized>(page: &P) -> bool {
+    page.load_u32(RSP_PROD)
+        .wrapping_sub(page.load_u32(RSP_CONS))
+        < RING_SIZE
 }
 
 /// Resets all four indices to 0 (C xenstored does this on INTRODUCE).

@@ -8,6 +8,11 @@
 //! (`/mem/d<i/500>/n<i%500>`), so both the node records and the child
 //! lists of large directories are counted.
 //!
+//! Then, each on a fresh daemon, the growth per watch (`--watches`
+//! watches on distinct paths, registered by one connection) and per idle
+//! connection (`--connections` sockets, each served one READ and then
+//! left open).
+//!
 //! Figures are meant to be compared within one run (two daemons side by
 //! side), not across machines.
 
@@ -36,6 +41,12 @@ struct Args {
     /// Work directory (default: a temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Watches for the memory per watch (0: not measured).
+    #[arg(long, default_value_t = 10_000)]
+    watches: usize,
+    /// Idle connections for the memory per connection (0: not measured).
+    #[arg(long, default_value_t = 500)]
+    connections: usize,
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -105,6 +116,70 @@ fn fill(socket: &Path, n: usize, value_len: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Registers `n` watches (`/watched/p<i>`, token `t<i>`) from one
+/// connection, 64 in flight; the connection is returned open (its watches
+/// live as long as it does).
+fn watch_many(socket: &Path, n: usize) -> Result<Client<UnixStream>, String> {
+    let s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let mut xs = Client::new(s);
+    let mut in_flight: std::collections::VecDeque<ReqId> = Default::default();
+    for i in 0..n {
+        let p = format!("/watched/p{i}\0t{i}\0").into_bytes();
+        in_flight.push_back(
+            xs.send(MsgType::Watch, Tx::NONE, &p)
+                .map_err(|e| e.to_string())?,
+        );
+        if in_flight.len() >= 64 {
+            if let Some(id) = in_flight.pop_front() {
+                xs.wait(id).map_err(|e| format!("watch {i}: {e}"))?;
+            }
+        }
+    }
+    for id in in_flight {
+        xs.wait(id).map_err(|e| e.to_string())?;
+    }
+    Ok(xs)
+}
+
+/// Opens `n` connections, each served one READ; returned open.
+fn connect_many(socket: &Path, n: usize) -> Result<Vec<Client<UnixStream>>, String> {
+    (0..n)
+        .map(|i| {
+            let s = UnixStream::connect(socket).map_err(|e| format!("connection {i}: {e}"))?;
+            let mut xs = Client::new(s);
+            xs.read(Tx::NONE, "/")
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            Ok(xs)
+        })
+        .collect()
+}
+
+/// The daemon's growth while `what` runs (and what it made is kept), in
+/// bytes per item; a fresh daemon.
+fn growth_per_item<T>(
+    args: &Args,
+    socket: &Path,
+    n: usize,
+    what: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<(u64, u64, f64), String> {
+    let _ = std::fs::remove_file(socket);
+    let mut child = start(args, socket).map_err(|e| e.to_string())?;
+    let before = rss_kib(child.id()).unwrap_or(0);
+    let kept = what(socket);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(child.id()).unwrap_or(0);
+    // What was kept open is closed here.
+    let done = kept.map(|_| ());
+    let _ = child.kill();
+    let _ = child.wait();
+    done?;
+    Ok((
+        before,
+        after,
+        (after.saturating_sub(before) * 1024) as f64 / n.max(1) as f64,
+    ))
+}
+
 fn main() {
     let args = Args::parse();
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -149,6 +224,24 @@ fn main() {
             ),
             Err(e) => {
                 eprintln!("xsbench-memory: {shape}: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("measure,count,rss_before_kib,rss_after_kib,bytes_each");
+    let per = [("watch", args.watches), ("connection", args.connections)];
+    for (measure, n) in per.into_iter().filter(|(_, n)| *n > 0) {
+        let socket = dir.join(format!("{measure}.sock"));
+        let r = match measure {
+            "watch" => growth_per_item(&args, &socket, n, |s| watch_many(s, n)),
+            _ => growth_per_item(&args, &socket, n, |s| connect_many(s, n)),
+        };
+        match r {
+            Ok((before, after, each)) => {
+                println!("{measure},{n},{before},{after},{each:.0}")
+            }
+            Err(e) => {
+                eprintln!("xsbench-memory: {measure}: {e}");
                 failed = true;
             }
         }
