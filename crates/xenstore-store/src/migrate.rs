@@ -173,7 +173,7 @@ impl Store {
         ws.into_iter()
             .map(|(_, w)| mig::Watch {
                 conn_id: stream_conn,
-                path: w.given.as_bytes().to_vec(),
+                path: w.given().as_bytes().to_vec(),
                 token: w.token.as_bytes().to_vec(),
                 depth: w.depth.map(|d| d.min(u32::from(u16::MAX)) as u16),
             })

@@ -844,15 +844,15 @@ impl Store {
         if self.watches.find(ctx.conn, &r.path, &token).is_some() {
             return Err(XsError::Eexist);
         }
-        let w = Watch {
-            conn: ctx.conn,
-            given: String::from_utf8_lossy(a[0]).into_owned(),
-            canonical: r.path,
+        let w = Watch::new(
+            ctx.conn,
+            &String::from_utf8_lossy(a[0]),
+            r.path,
             token,
             depth,
-            relative: r.relative,
-            base: ctx.base.clone(),
-        };
+            r.relative,
+            &ctx.base,
+        );
         let size = w.acc_size() as i64;
         if let Some(q) = &ctx.quota {
             let usage = self
@@ -878,7 +878,7 @@ impl Store {
             d.usage.add(Quota::Watches, 1);
             d.usage.add(Quota::Memory, size);
         }
-        if let Some(m) = Message::watch_event(w.given.as_bytes(), w.token.as_bytes()) {
+        if let Some(m) = Message::watch_event(w.given().as_bytes(), w.token.as_bytes()) {
             out.out.push((ctx.conn, m));
         }
         self.watches.add(w);

@@ -23,8 +23,10 @@ pub struct WatchId(pub u64);
 pub struct Watch {
     /// The connection that registered it.
     pub conn: ConnId,
-    /// The path as the client gave it (relative stays relative).
-    pub given: String,
+    /// The path as the client gave it, when it differs from `canonical`
+    /// (empty otherwise: no path is empty, and most watches are given
+    /// canonical, so most hold their path once).
+    given: String,
     /// The canonical absolute or special path.
     pub canonical: String,
     /// The client's token.
@@ -34,14 +36,55 @@ pub struct Watch {
     /// Registered with a relative path: events are reported relative to
     /// `base`.
     pub relative: bool,
-    /// The connection's home at registration, stripped from relative events.
-    pub base: String,
+    /// The connection's home at registration, stripped from relative
+    /// events (empty for an absolute watch).
+    base: String,
 }
 
 impl Watch {
+    /// A watch of `conn` on `given` (as the client wrote it), whose
+    /// canonical path is `canonical`; `base` is the connection's home,
+    /// kept only for a `relative` watch.
+    pub fn new(
+        conn: ConnId,
+        given: &str,
+        canonical: String,
+        token: String,
+        depth: Option<u32>,
+        relative: bool,
+        base: &str,
+    ) -> Watch {
+        Watch {
+            conn,
+            given: if given == canonical {
+                String::new()
+            } else {
+                given.to_owned()
+            },
+            canonical,
+            token,
+            depth,
+            relative,
+            base: if relative {
+                base.to_owned()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// The path as the client gave it (relative stays relative).
+    pub fn given(&self) -> &str {
+        if self.given.is_empty() {
+            &self.canonical
+        } else {
+            &self.given
+        }
+    }
+
     /// Bytes charged to the watcher's memory quota.
     pub fn acc_size(&self) -> usize {
-        self.canonical.len() + self.token.len() + self.given.len() + 32
+        self.canonical.len() + self.token.len() + self.given().len() + 32
     }
 
     /// The path an event for `event_path` is reported with.
@@ -51,6 +94,54 @@ impl Watch {
         } else {
             event_path
         }
+    }
+}
+
+/// The watches on one path, in registration order: most paths have one,
+/// which is kept inline (a B-tree set allocates a whole node for it).
+#[derive(Debug)]
+enum IdSet {
+    One(WatchId),
+    Many(BTreeSet<WatchId>),
+}
+
+impl IdSet {
+    fn insert(&mut self, id: WatchId) {
+        match self {
+            IdSet::One(first) => {
+                let first = *first;
+                *self = IdSet::Many([first, id].into_iter().collect());
+            }
+            IdSet::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`; true if the set is empty afterwards.
+    fn remove(&mut self, id: WatchId) -> bool {
+        match self {
+            IdSet::One(only) => *only == id,
+            IdSet::Many(set) => {
+                set.remove(&id);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            IdSet::One(_) => 1,
+            IdSet::Many(set) => set.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = WatchId> + '_ {
+        let (one, many) = match self {
+            IdSet::One(id) => (Some(*id), None),
+            IdSet::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
@@ -67,7 +158,7 @@ pub enum Match {
 #[derive(Debug, Default)]
 pub struct Registry {
     by_id: HashMap<WatchId, Watch>,
-    by_path: HashMap<String, BTreeSet<WatchId>>,
+    by_path: HashMap<String, IdSet>,
     by_conn: HashMap<ConnId, BTreeSet<WatchId>>,
     next: u64,
 }
@@ -91,26 +182,28 @@ impl Registry {
     /// The watch of `conn` with this canonical path and token.
     pub fn find(&self, conn: ConnId, canonical: &str, token: &str) -> Option<WatchId> {
         let (on_path, of_conn) = (self.by_path.get(canonical)?, self.by_conn.get(&conn)?);
-        let shorter = if on_path.len() <= of_conn.len() {
-            on_path
-        } else {
-            of_conn
-        };
-        shorter.iter().copied().find(|id| {
+        let is_it = |id: &WatchId| {
             self.by_id
                 .get(id)
                 .is_some_and(|w| w.conn == conn && w.canonical == canonical && w.token == token)
-        })
+        };
+        if on_path.len() <= of_conn.len() {
+            on_path.iter().find(is_it)
+        } else {
+            of_conn.iter().copied().find(is_it)
+        }
     }
 
     /// Adds a watch.
     pub fn add(&mut self, w: Watch) -> WatchId {
         self.next += 1;
         let id = WatchId(self.next);
-        self.by_path
-            .entry(w.canonical.clone())
-            .or_default()
-            .insert(id);
+        match self.by_path.get_mut(&w.canonical) {
+            Some(set) => set.insert(id),
+            None => {
+                self.by_path.insert(w.canonical.clone(), IdSet::One(id));
+            }
+        }
         self.by_conn.entry(w.conn).or_default().insert(id);
         self.by_id.insert(id, w);
         id
@@ -119,11 +212,12 @@ impl Registry {
     /// Removes a watch, returning it.
     pub fn remove(&mut self, id: WatchId) -> Option<Watch> {
         let w = self.by_id.remove(&id)?;
-        if let Some(v) = self.by_path.get_mut(&w.canonical) {
-            v.remove(&id);
-            if v.is_empty() {
-                self.by_path.remove(&w.canonical);
-            }
+        if self
+            .by_path
+            .get_mut(&w.canonical)
+            .is_some_and(|v| v.remove(id))
+        {
+            self.by_path.remove(&w.canonical);
         }
         if let Some(v) = self.by_conn.get_mut(&w.conn) {
             v.remove(&id);
@@ -140,11 +234,12 @@ impl Registry {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(w) = self.by_id.remove(&id) {
-                if let Some(v) = self.by_path.get_mut(&w.canonical) {
-                    v.remove(&id);
-                    if v.is_empty() {
-                        self.by_path.remove(&w.canonical);
-                    }
+                if self
+                    .by_path
+                    .get_mut(&w.canonical)
+                    .is_some_and(|v| v.remove(id))
+                {
+                    self.by_path.remove(&w.canonical);
                 }
                 out.push(w);
             }
@@ -162,8 +257,8 @@ impl Registry {
         self.by_path
             .get(canonical)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.by_id.get(id).map(|w| (*id, w)))
+            .flat_map(IdSet::iter)
+            .filter_map(|id| self.by_id.get(&id).map(|w| (id, w)))
     }
 
     /// The watches an event on `event_path` reaches, with the matching
@@ -200,15 +295,15 @@ mod tests {
     use super::*;
 
     fn w(conn: u64, p: &str, depth: Option<u32>) -> Watch {
-        Watch {
-            conn: ConnId(conn),
-            given: p.into(),
-            canonical: p.into(),
-            token: "t".into(),
+        Watch::new(
+            ConnId(conn),
+            p,
+            p.into(),
+            "t".into(),
             depth,
-            relative: false,
-            base: "/local/domain/0".into(),
-        }
+            false,
+            "/local/domain/0",
+        )
     }
 
     #[test]

@@ -89,7 +89,12 @@ fn watches(s: &Store) -> Vec<String> {
         .map(|(_, w)| {
             format!(
                 "{} {} {} {} {:?} {}",
-                w.conn.0, w.given, w.canonical, w.token, w.depth, w.relative
+                w.conn.0,
+                w.given(),
+                w.canonical,
+                w.token,
+                w.depth,
+                w.relative
             )
         })
         .collect();
