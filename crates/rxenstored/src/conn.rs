@@ -354,11 +354,6 @@ pub struct Connection {
     pub privileged: bool,
     /// On the ready queue.
     pub scheduled: bool,
-    /// A socket whose last read came back short: nothing more to read
-    /// until the poll reports it readable again (edge-triggered: data
-    /// arriving after that read is a new edge), so the read that would
-    /// only say `WouldBlock` is not made.
-    pub drained: bool,
     /// Has output to flush this turn.
     pub dirty: bool,
     /// Waiting for its domain's limits (outstanding requests, memory).
@@ -382,7 +377,6 @@ impl Connection {
             out: Output::default(),
             privileged,
             scheduled: false,
-            drained: false,
             dirty: false,
             stalled: false,
             paused: false,

@@ -360,7 +360,7 @@ impl Server {
                             self.state.flush(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.state.socket_readable(id);
+                            self.state.schedule(id);
                         }
                     }
                 }

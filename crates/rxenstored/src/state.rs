@@ -419,15 +419,6 @@ impl State {
         }
     }
 
-    /// The poll reports a socket readable (or closed): it is read again,
-    /// on its next turn.
-    pub fn socket_readable(&mut self, id: u64) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.drained = false;
-        }
-        self.schedule(id);
-    }
-
     /// Puts a connection on the ready queue (once).
     pub fn schedule(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
@@ -561,7 +552,6 @@ impl State {
     fn read_more(&mut self, id: u64) -> Option<usize> {
         let c = self.conns.get_mut(&id)?;
         let result = match &mut c.transport {
-            Transport::Socket { .. } if c.drained => Ok(0),
             Transport::Socket { stream, .. } => {
                 let buf = &mut self.read_buf;
                 loop {
@@ -569,7 +559,6 @@ impl State {
                         Ok(0) => break Err("end of file".to_owned()),
                         Ok(n) => {
                             c.decoder.feed(buf.get(..n).unwrap_or_default());
-                            c.drained = n < buf.len();
                             break Ok(n);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),

@@ -152,7 +152,7 @@ fn stale_events_for_an_unprivileged_receiver_are_dropped() {
     assert_eq!(got[0].kind(), Some(MsgType::Watch));
     // A fresh event is delivered.
     c.send(MsgType::Watch, 2, b"/y\0tok\0");
-    s.socket_readable(id); // the loop's readiness
+    s.schedule(id); // the loop's readiness
     s.serve();
     let got = c.received();
     assert_eq!(got.len(), 2);
@@ -223,7 +223,7 @@ fn a_turn_ends_once_its_requests_made_enough_output() {
     for i in 0..10 {
         writer.send(MsgType::Write, i, b"/a\0v");
     }
-    s.socket_readable(w); // the loop's readiness
+    s.schedule(w); // the loop's readiness
     s.serve();
     assert_eq!(writer.received().len(), 1, "one write per turn");
     assert_eq!(watcher.received().len(), 100);
@@ -255,7 +255,7 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
     // B stops taking bytes in the middle of the next event.
     b.set_room(Some(5));
     a.send(MsgType::Write, 4, b"/lu/y\x002");
-    old.socket_readable(ida);
+    old.schedule(ida);
     old.serve();
     let b_before = std::mem::take(&mut b.0.pipe().from_daemon);
     assert_eq!(b_before.len(), 5);
@@ -263,7 +263,7 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
     // A request from A arrives cut in two.
     let read = Message::new(MsgType::Read as u32, 5, 0, z("/lu/x")).encode();
     a.0.pipe().to_daemon.extend(&read[..10]);
-    old.socket_readable(ida);
+    old.schedule(ida);
     old.serve();
     let _ = idb;
 
@@ -286,7 +286,7 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
     b.set_room(None);
     a.0.pipe().to_daemon.extend(&read[10..]);
     for id in new_ids(&new) {
-        new.socket_readable(id);
+        new.schedule(id);
     }
     new.serve();
     let mut d = Decoder::new();
@@ -304,7 +304,7 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
     // The watches work in the new state, and the tree is the same.
     a.send(MsgType::Write, 6, b"/lu/z\x003");
     for id in new_ids(&new) {
-        new.socket_readable(id);
+        new.schedule(id);
     }
     new.serve();
     assert!(a
