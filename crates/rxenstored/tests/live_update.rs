@@ -61,9 +61,12 @@ fn xenstore_control_live_update_keeps_everything() {
     b.send_raw(&read[..9]);
     std::thread::sleep(Duration::from_millis(100));
 
+    // To another binary: a copy of this build under a name of its own.
+    let next = d.dir.join("rxenstored-next");
+    std::fs::copy(binary(), &next).expect("copy the binary");
     let out = Command::new(XENSTORE_CONTROL)
         .args(["live-update"])
-        .arg(binary())
+        .arg(&next)
         .env("XENSTORED_PATH", &d.socket)
         .output()
         .expect("xenstore-control (xen-utils-4.17)");
@@ -77,6 +80,10 @@ fn xenstore_control_live_update_keeps_everything() {
     // The same process, now the new binary started with -U.
     assert_eq!(d.pid(), pid);
     assert!(cmdline(pid).contains(" -U"), "{}", cmdline(pid));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe"),
+        next
+    );
     // B's request is answered once its second half arrives.
     b.send_raw(&read[9..]);
     let r = b.reply();
