@@ -134,6 +134,11 @@ impl Output {
                 }
             }
         }
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            // An idle connection keeps no queue (a few hundred bytes each,
+            // times every idle connection).
+            self.items = VecDeque::new();
+        }
         Ok(total)
     }
 
