@@ -48,7 +48,7 @@ for d in c rx; do
 	esac
 	timeout -k 5 1200 "$XSM" --shapes "$SHAPES" --daemon-cmd "$cmd" >"$dir-memory.txt" 2>&1
 	sed "s/^/bench: $d memory: /" "$dir-memory.txt" | tee -a "$out"
-	for w in "fanout --watchers 1" "fanout --watchers 100" "fanout --watchers 500" \
+	for w in "fanout --watchers 1" "fanout --watchers 100" "fanout --watchers 500" "fanout --watchers 1000" \
 		"listing --children 10000 --clients 1" "rw --clients 4" "pipeline --clients 4" "tx --clients 4"; do
 		start "$d" "$dir" || break
 		# shellcheck disable=SC2086
