@@ -53,11 +53,11 @@ fn msg(t: MsgType, req_id: u32, payload: &[u8]) -> mig::Message {
 /// special nodes with permissions only (xenstored_domain.c
 /// dump_state_special_nodes), the tree from "/" in pre-order
 /// (xenstored_core.c dump_state_nodes), END.
-fn c_stream(records: Vec<mig::Record>) -> Vec<u8> {
+fn c_stream(version: mig::Version, records: Vec<mig::Record>) -> Vec<u8> {
     let mut w = mig::Writer::new(
         Vec::new(),
         mig::StreamHeader {
-            version: mig::Version::V1,
+            version,
             endian: mig::Endian::Little,
         },
     )
@@ -102,17 +102,27 @@ fn spawn(dir: &Path, args: &[&str]) -> std::process::Child {
 
 #[test]
 fn a_c_4_17_state_and_c_argv_are_taken_over() {
-    taken_over(false);
+    taken_over(false, mig::Version::V1);
 }
 
 /// C 4.20 writes the special nodes after the tree (core.c
 /// dump_state_nodes), the rest as 4.17.
 #[test]
 fn a_c_4_20_state_and_c_argv_are_taken_over() {
-    taken_over(true);
+    taken_over(true, mig::Version::V1);
 }
 
-fn taken_over(specials_last: bool) {
+/// C 4.21 writes version 2 by default (xenstore_state.h
+/// XS_STATE_VERSION 2; lu.c lu_dump_state) and, after the nodes, a DOMAIN
+/// record for every domain it keeps, with its features and no quota
+/// (domain.c dump_state_domain); connections carry no unique id and
+/// watches no depth (plain WATCH records), as 4.20.
+#[test]
+fn a_c_4_21_state_and_c_argv_are_taken_over() {
+    taken_over(true, mig::Version::V2);
+}
+
+fn taken_over(specials_last: bool, version: mig::Version) {
     let dir = temp_dir("takeover");
     let sock = dir.join("socket");
     let listener = UnixListener::bind(&sock).expect("bind");
@@ -199,7 +209,16 @@ fn taken_over(specials_last: bool) {
             .unwrap_or(0)
     };
     records.splice(at..at, specials);
-    let stream = c_stream(records);
+    if version == mig::Version::V2 {
+        for domid in [0, 5] {
+            records.push(mig::Record::Domain(mig::Domain {
+                domid,
+                features: 0,
+                quotas: Vec::new(),
+            }));
+        }
+    }
+    let stream = c_stream(version, records);
     std::fs::write(dir.join("state_dump"), &stream).expect("state file");
     let pid_file = dir.join("pid");
     let trace = dir.join("trace");
@@ -276,23 +295,26 @@ fn a_refused_state_is_left_whole_to_the_fallback_binary() {
     // "/a/b" comes without "/a": C itself would abort (read_state_node:
     // "read parent error restoring node"); rxenstored refuses it before
     // taking anything.
-    let stream = c_stream(vec![
-        mig::Record::Global(mig::Global {
-            socket_fd: listener.as_raw_fd(),
-            evtchn_fd: -1,
-        }),
-        mig::Record::Connection(mig::Connection {
-            conn_id: 1,
-            kind: mig::ConnKind::Socket {
-                fd: conn_server.as_raw_fd(),
-            },
-            input: mig::Input::default(),
-            output: mig::Output::default(),
-            unique_id: None,
-        }),
-        node("/", b"", vec![n(0)]),
-        node("/a/b", b"", vec![n(0)]),
-    ]);
+    let stream = c_stream(
+        mig::Version::V1,
+        vec![
+            mig::Record::Global(mig::Global {
+                socket_fd: listener.as_raw_fd(),
+                evtchn_fd: -1,
+            }),
+            mig::Record::Connection(mig::Connection {
+                conn_id: 1,
+                kind: mig::ConnKind::Socket {
+                    fd: conn_server.as_raw_fd(),
+                },
+                input: mig::Input::default(),
+                output: mig::Output::default(),
+                unique_id: None,
+            }),
+            node("/", b"", vec![n(0)]),
+            node("/a/b", b"", vec![n(0)]),
+        ],
+    );
     std::fs::write(dir.join("state_dump"), &stream).expect("state file");
     // The fallback records what it got: its pid, its argv, its open
     // descriptors, whether the state file is still there.
