@@ -624,31 +624,9 @@ mod takeover_tests {
 
     #[test]
     fn a_state_naming_closed_descriptors_or_orphans_is_refused() {
-        let mut w = mig::Writer::new(
-            Vec::new(),
-            mig::StreamHeader {
-                version: mig::Version::V1,
-                endian: mig::Endian::Little,
-            },
-        )
-        .unwrap();
-        // Descriptor 1000 is not open in the test process.
-        w.write_record(&mig::Record::Global(mig::Global {
-            socket_fd: 1000,
-            evtchn_fd: -1,
-        }))
-        .unwrap();
-        let bytes = w.finish().unwrap();
-        let e = check_state(&bytes, &Default::default()).unwrap_err();
-        assert!(e.contains("not open"), "{e}");
-        assert!(check_state(b"xenstore", &Default::default()).is_err());
-        assert!(check_state(&[], &Default::default()).is_err());
-
-        // An open descriptor, and nodes: a node before its parent is
-        // refused; in order, the tree comes back with every node.
-        let open = std::fs::File::open("/proc/self/stat").unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&open);
-        let state = |paths: &[&str], trailing: &[u8]| {
+        // GLOBAL naming `socket_fd`, then committed nodes at `paths`, END,
+        // then `trailing`.
+        let state = |socket_fd: i32, paths: &[&str], trailing: &[u8]| {
             let mut w = mig::Writer::new(
                 Vec::new(),
                 mig::StreamHeader {
@@ -658,7 +636,7 @@ mod takeover_tests {
             )
             .unwrap();
             w.write_record(&mig::Record::Global(mig::Global {
-                socket_fd: fd,
+                socket_fd,
                 evtchn_fd: -1,
             }))
             .unwrap();
@@ -674,6 +652,17 @@ mod takeover_tests {
             bytes.extend_from_slice(trailing);
             bytes
         };
+        // Descriptor 1000 is not open in the test process.
+        let e = check_state(&state(1000, &[], b""), &Default::default()).unwrap_err();
+        assert!(e.contains("not open"), "{e}");
+        assert!(check_state(b"xenstore", &Default::default()).is_err());
+        assert!(check_state(&[], &Default::default()).is_err());
+
+        // An open descriptor, and nodes: a node before its parent is
+        // refused; in order, the tree comes back with every node.
+        let open = std::fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&open);
+        let state = |paths: &[&str], trailing: &[u8]| state(fd, paths, trailing);
         let e = check_state(&state(&["/", "/a/b", "/a"], b""), &Default::default()).unwrap_err();
         assert!(e.contains("before its parent"), "{e}");
         let e = check_state(&state(&["/", "/a"], &[0; 8]), &Default::default()).unwrap_err();

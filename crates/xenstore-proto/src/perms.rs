@@ -167,17 +167,10 @@ impl PermList {
 
     /// A list from entries; `None` if empty.
     pub fn from_vec(v: Vec<Perm>) -> Option<PermList> {
-        match *v.as_slice() {
-            [] => None,
-            [a] => Some(PermList(Entries::Inline {
-                len: 1,
-                items: [a, a],
-            })),
-            [a, b] => Some(PermList(Entries::Inline {
-                len: 2,
-                items: [a, b],
-            })),
-            _ => Some(PermList(Entries::Heap(v.into_boxed_slice()))),
+        if v.len() > INLINE {
+            Some(PermList(Entries::Heap(v.into_boxed_slice())))
+        } else {
+            PermList::from_slice(&v)
         }
     }
 
