@@ -1132,12 +1132,7 @@ impl State {
     /// (none without a Xen interface): a hand-back to C gives their nodes
     /// to the privileged domain ([`crate::live_update::owner_for_c`]).
     pub fn dead_owners(&mut self) -> HashSet<u16> {
-        let owners: HashSet<u32> = self
-            .store
-            .db()
-            .iter()
-            .filter_map(|(_, n)| n.perms.entries().first().map(|p| p.domid))
-            .collect();
+        let owners: HashSet<u32> = self.store.db().owners().collect();
         let Some(x) = &mut self.xen else {
             return HashSet::new();
         };

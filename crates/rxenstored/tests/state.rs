@@ -321,7 +321,7 @@ fn a_state_is_handed_over_whole_to_the_next_binary() {
             .db()
             .iter()
             .filter(|(p, _)| !p.starts_with("/lu/z"))
-            .map(|(p, n)| format!("{p}={:?} {}", n.value, n.perms))
+            .map(|(p, n)| format!("{p}={:?} {}", String::from_utf8_lossy(n.value()), n.perms()))
             .collect();
         v.sort();
         v

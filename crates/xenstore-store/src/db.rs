@@ -11,35 +11,467 @@
 //! transaction's commit fails with `EAGAIN` if any recorded generation no
 //! longer matches. Starting a transaction copies nothing, and a commit costs
 //! in proportion to the nodes the transaction touched.
+//!
+//! The committed tree keeps no path. Each node is a 48-byte slot in an
+//! arena, naming its parent's slot and holding its last component, its
+//! permissions and its value as one run of bytes: inside the slot when the
+//! run is short (most of Xenstore's nodes: a state, a number, a name),
+//! else in a byte pool ([`crate::blobs`]). A table of slot numbers, hashed
+//! by full path with a keyed hash, finds a node: the candidate's path is
+//! compared component by component up its chain of parents, never built.
+//! A removed node whose slot other slots still name as their parent stays
+//! in the arena, out of the table, until the last of them goes, so a path
+//! is always what its chain spells. The reverse indexes hold slot numbers.
 
-use crate::node::Node;
+use crate::blobs::{Blobs, Handle};
+use crate::node::{Children, Node, Value, NODE_HEADER_SIZE, PERM_ENTRY_SIZE};
 use crate::watch::Match;
+use hashbrown::HashTable;
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use xenstore_proto::{PermList, XsError, DOMID_ANY};
+use std::hash::BuildHasher;
+use xenstore_proto::{path, Access, Perm, PermList, XsError, DOMID_ANY};
 
-/// The committed tree: nodes by canonical path, the generation counter,
-/// and two reverse indexes kept in step with every change, so that removing
-/// a domain costs what it owns and what names it, not the size of the
-/// store: the nodes each domain owns, and the nodes whose ACL names it.
-/// The domains that are never removed (the privileged and store domains,
-/// which own most of a host's nodes) are left out of both.
-#[derive(Debug)]
-pub struct Db {
-    /// Paths are shared between the map and the indexes (one allocation
-    /// per node, whatever its length). Hashed with std's keyed SipHash
-    /// (paths come from guests); hashbrown's map for its entry by
-    /// borrowed key.
-    nodes: hashbrown::HashMap<Arc<str>, Node, std::hash::RandomState>,
+/// No slot: the parent of a node stored without one (the root, the
+/// special nodes, a node whose parent was missing when it was stored: its
+/// name is then its whole path).
+const NONE: u32 = u32::MAX;
+/// Bytes of a node's run kept inside its slot.
+const INLINE: usize = 16;
+/// Slots per arena page (pages never move).
+const PAGE_SLOTS: usize = 1024;
+
+/// One node of the committed tree, or a removed one kept for the paths of
+/// the slots below it (`perm_count == 0`), or a free slot.
+#[derive(Debug, Clone, Default)]
+struct Slot {
     generation: u64,
-    by_owner: HashMap<u32, HashSet<Arc<str>>>,
-    by_acl: HashMap<u32, HashSet<Arc<str>>>,
+    children: Children,
+    parent: u32,
+    /// Slots naming this one as their parent.
+    kids: u32,
+    /// Length of the run: name, permissions, value.
+    len: u32,
+    name_len: u16,
+    /// Permission entries; never 0 for a node in the table.
+    perm_count: u16,
+    /// The run when it is at most [`INLINE`] bytes, else its pool handle.
+    inline: [u8; INLINE],
+}
+
+/// A permission entry in a run: the access letter (high bit: ignored),
+/// then the domid in two bytes, or `FFFF` and the domid in four.
+fn encode_perm(out: &mut Vec<u8>, p: &Perm) {
+    out.push(p.access.letter() as u8 | if p.ignored { 0x80 } else { 0 });
+    match u16::try_from(p.domid) {
+        Ok(d) if d != u16::MAX => out.extend_from_slice(&d.to_le_bytes()),
+        _ => {
+            out.extend_from_slice(&u16::MAX.to_le_bytes());
+            out.extend_from_slice(&p.domid.to_le_bytes());
+        }
+    }
+}
+
+/// The entries of a run's permissions (`bytes` starts at the first).
+fn decode_perms(bytes: &[u8], count: u16) -> impl Iterator<Item = Perm> + '_ {
+    let mut at = 0;
+    (0..count).map_while(move |_| {
+        let flags = *bytes.get(at)?;
+        let short = u16::from_le_bytes([*bytes.get(at + 1)?, *bytes.get(at + 2)?]);
+        at += 3;
+        let domid = if short == u16::MAX {
+            let wide = bytes.get(at..at + 4)?;
+            at += 4;
+            u32::from_le_bytes([wide[0], wide[1], wide[2], wide[3]])
+        } else {
+            u32::from(short)
+        };
+        Some(Perm {
+            access: Access::from_letter(flags & 0x7F).unwrap_or(Access::None),
+            domid,
+            ignored: flags & 0x80 != 0,
+        })
+    })
+}
+
+/// Bytes taken by `count` entries at the start of `bytes`.
+fn perms_len(bytes: &[u8], count: u16) -> usize {
+    let mut at = 0;
+    for _ in 0..count {
+        let short = bytes
+            .get(at + 1..at + 3)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        at += if short == u16::MAX { 7 } else { 3 };
+    }
+    at.min(bytes.len())
+}
+
+/// Where a slot keeps its run ([`Arena::layout`]).
+enum Layout {
+    Inline,
+    Split,
+    Pooled,
+}
+
+/// The arena: slots in pages, the byte pool of long runs.
+#[derive(Default)]
+struct Arena {
+    pages: Vec<Vec<Slot>>,
+    free: Vec<u32>,
+    blobs: Blobs,
+}
+
+impl Arena {
+    fn slot(&self, i: u32) -> &Slot {
+        let i = i as usize;
+        &self.pages[i / PAGE_SLOTS][i % PAGE_SLOTS]
+    }
+
+    fn slot_mut(&mut self, i: u32) -> &mut Slot {
+        let i = i as usize;
+        &mut self.pages[i / PAGE_SLOTS][i % PAGE_SLOTS]
+    }
+
+    /// How slot `s` keeps its run: all inside; name and permissions
+    /// inside after the value's handle (when they fit whatever the width
+    /// of their entries), the value in the pool; or the whole run in the
+    /// pool. Told from the slot's lengths alone.
+    fn layout(s: &Slot) -> Layout {
+        let len = s.len as usize;
+        if len <= INLINE {
+            Layout::Inline
+        } else if usize::from(s.name_len) + 7 * usize::from(s.perm_count) <= INLINE - 4 {
+            Layout::Split
+        } else {
+            Layout::Pooled
+        }
+    }
+
+    fn handle(s: &Slot) -> Handle {
+        Handle::from_le_bytes([s.inline[0], s.inline[1], s.inline[2], s.inline[3]])
+    }
+
+    /// The run of `s` as name and permissions followed by the value, and,
+    /// when the value is kept apart, the value.
+    fn pieces<'a>(&'a self, s: &'a Slot) -> (&'a [u8], Option<&'a [u8]>) {
+        let len = s.len as usize;
+        match Arena::layout(s) {
+            Layout::Inline => (&s.inline[..len], None),
+            Layout::Split => {
+                let head = &s.inline[4..];
+                let name_len = usize::from(s.name_len);
+                let head_len =
+                    name_len + perms_len(head.get(name_len..).unwrap_or_default(), s.perm_count);
+                let head = head.get(..head_len).unwrap_or_default();
+                let value = self
+                    .blobs
+                    .get(Arena::handle(s), len.saturating_sub(head_len));
+                (head, Some(value))
+            }
+            Layout::Pooled => (self.blobs.get(Arena::handle(s), len), None),
+        }
+    }
+
+    fn name<'a>(&'a self, s: &'a Slot) -> &'a [u8] {
+        self.pieces(s)
+            .0
+            .get(..usize::from(s.name_len))
+            .unwrap_or_default()
+    }
+
+    /// Stores `run` (`head_len` bytes of name and permissions, then the
+    /// value) as the run of slot `i`, whose name length and permission
+    /// count are set; its previous run is freed first.
+    fn set_run(&mut self, i: u32, run: &[u8], head_len: usize) {
+        self.free_run(i);
+        let s = self.slot_mut(i);
+        s.len = u32::try_from(run.len()).unwrap_or(u32::MAX);
+        let layout = Arena::layout(s);
+        let mut inline = [0u8; INLINE];
+        match layout {
+            Layout::Inline => inline[..run.len()].copy_from_slice(run),
+            Layout::Split => {
+                let (head, value) = run.split_at(head_len.min(run.len()));
+                inline[4..4 + head.len()].copy_from_slice(head);
+                let h = self.blobs.alloc(value);
+                inline[..4].copy_from_slice(&h.to_le_bytes());
+            }
+            Layout::Pooled => {
+                let h = self.blobs.alloc(run);
+                inline[..4].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        self.slot_mut(i).inline = inline;
+    }
+
+    fn free_run(&mut self, i: u32) {
+        let s = self.slot(i);
+        let len = s.len as usize;
+        match Arena::layout(s) {
+            Layout::Inline => {}
+            Layout::Split => {
+                let (head, _) = self.pieces(s);
+                let value_len = len.saturating_sub(head.len());
+                let h = Arena::handle(s);
+                self.blobs.free(h, value_len);
+            }
+            Layout::Pooled => {
+                let h = Arena::handle(s);
+                self.blobs.free(h, len);
+            }
+        }
+        self.slot_mut(i).len = 0;
+    }
+
+    fn new_slot(&mut self, s: Slot) -> u32 {
+        if let Some(i) = self.free.pop() {
+            *self.slot_mut(i) = s;
+            return i;
+        }
+        if self.pages.last().is_none_or(|p| p.len() == PAGE_SLOTS) {
+            self.pages.push(Vec::with_capacity(PAGE_SLOTS));
+        }
+        let page = self.pages.len() - 1;
+        let at = self.pages[page].len();
+        self.pages[page].push(s);
+        u32::try_from(page * PAGE_SLOTS + at).unwrap_or(NONE)
+    }
+
+    /// Gives slot `i` back, and then each parent left removed and with no
+    /// slot below it.
+    fn release(&mut self, mut i: u32) {
+        loop {
+            self.free_run(i);
+            let parent = self.slot(i).parent;
+            *self.slot_mut(i) = Slot::default();
+            self.free.push(i);
+            if parent == NONE {
+                return;
+            }
+            let p = self.slot_mut(parent);
+            p.kids = p.kids.saturating_sub(1);
+            if p.kids > 0 || p.perm_count > 0 {
+                return;
+            }
+            i = parent;
+        }
+    }
+
+    /// True if slot `i`'s path is `path`: its name ends the path, and the
+    /// rest is its parent's path and a `/` (only `/` under the root).
+    fn path_is(&self, mut i: u32, path: &str) -> bool {
+        let mut rest = path.as_bytes();
+        loop {
+            let s = self.slot(i);
+            let name = self.name(s);
+            if s.parent == NONE {
+                return rest == name;
+            }
+            let Some(head) = rest.strip_suffix(name) else {
+                return false;
+            };
+            let Some(head) = head.strip_suffix(b"/") else {
+                return false;
+            };
+            let p = self.slot(s.parent);
+            rest = if p.parent == NONE && self.name(p) == b"/" {
+                if !head.is_empty() {
+                    return false;
+                }
+                b"/"
+            } else {
+                head
+            };
+            i = s.parent;
+        }
+    }
+
+    /// The names from the top of slot `i`'s chain down to it.
+    fn chain(&self, mut i: u32, names: &mut Vec<u32>) {
+        names.clear();
+        loop {
+            names.push(i);
+            let p = self.slot(i).parent;
+            if p == NONE {
+                break;
+            }
+            i = p;
+        }
+        names.reverse();
+    }
+
+    /// Slot `i`'s path.
+    fn path_of(&self, i: u32) -> String {
+        let mut chain = Vec::new();
+        self.chain(i, &mut chain);
+        let mut out = String::new();
+        for (k, &j) in chain.iter().enumerate() {
+            let name = String::from_utf8_lossy(self.name(self.slot(j)));
+            if k > 0 && out != "/" {
+                out.push('/');
+            }
+            out.push_str(&name);
+        }
+        out
+    }
+
+    /// The first byte of the top name of slot `i`'s chain.
+    fn top_byte(&self, mut i: u32) -> Option<u8> {
+        loop {
+            let s = self.slot(i);
+            if s.parent == NONE {
+                return self.name(s).first().copied();
+            }
+            i = s.parent;
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = (u32, &Slot)> {
+        self.pages.iter().enumerate().flat_map(|(p, page)| {
+            page.iter()
+                .enumerate()
+                .filter(|(_, s)| s.perm_count > 0)
+                .map(move |(k, s)| ((p * PAGE_SLOTS + k) as u32, s))
+        })
+    }
+}
+
+/// A committed node, read in place.
+#[derive(Clone, Copy)]
+pub struct NodeRef<'a> {
+    slot: &'a Slot,
+    /// Name and permissions, then the value unless it is kept apart.
+    run: &'a [u8],
+    apart: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for NodeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_node().fmt(f)
+    }
+}
+
+impl<'a> NodeRef<'a> {
+    fn perm_bytes(&self) -> &'a [u8] {
+        self.run
+            .get(usize::from(self.slot.name_len)..)
+            .unwrap_or_default()
+    }
+
+    /// Generation of the last change.
+    pub fn generation(&self) -> u64 {
+        self.slot.generation
+    }
+
+    /// The child list.
+    pub fn children(&self) -> &'a Children {
+        &self.slot.children
+    }
+
+    /// Child names in creation order.
+    pub fn child_names(&self) -> impl Iterator<Item = &'a str> {
+        self.slot.children.names()
+    }
+
+    /// Number of children.
+    pub fn child_count(&self) -> usize {
+        self.slot.children.len()
+    }
+
+    /// True if `name` is a child.
+    pub fn has_child(&self, name: &str) -> bool {
+        self.slot.children.contains(name)
+    }
+
+    /// The permissions as stored (without [`Db::check_perms`]).
+    pub fn perms(&self) -> PermList {
+        let v: Vec<Perm> = decode_perms(self.perm_bytes(), self.slot.perm_count).collect();
+        match v.as_slice() {
+            [] => PermList::owned_by(0, Access::None),
+            _ => PermList::from_vec(v).unwrap_or_else(|| PermList::owned_by(0, Access::None)),
+        }
+    }
+
+    /// The permission entries as stored, decoded one by one.
+    pub fn perm_entries(&self) -> impl Iterator<Item = Perm> + 'a {
+        decode_perms(self.perm_bytes(), self.slot.perm_count)
+    }
+
+    /// Number of permission entries.
+    pub fn perm_count(&self) -> usize {
+        usize::from(self.slot.perm_count)
+    }
+
+    /// The owner (first permission entry).
+    pub fn owner(&self) -> u32 {
+        decode_perms(self.perm_bytes(), 1)
+            .next()
+            .map_or(0, |p| p.domid)
+    }
+
+    /// The value.
+    pub fn value(&self) -> &'a [u8] {
+        if let Some(v) = self.apart {
+            return v;
+        }
+        let perms = self.perm_bytes();
+        perms
+            .get(perms_len(perms, self.slot.perm_count)..)
+            .unwrap_or_default()
+    }
+
+    /// An owned copy.
+    pub fn to_node(&self) -> Node {
+        Node {
+            value: Value::new(self.value()),
+            perms: self.perms(),
+            children: self.slot.children.clone(),
+            generation: self.slot.generation,
+        }
+    }
+
+    /// [`Node::mem_charge`] of this node at `path`.
+    pub fn mem_charge(&self, path: &str) -> usize {
+        (NODE_HEADER_SIZE
+            + PERM_ENTRY_SIZE * self.perm_count()
+            + self.value().len()
+            + self.slot.children.wire_len())
+        .saturating_add(path.len())
+    }
+}
+
+/// The committed tree: the arena of nodes, the table that finds them by
+/// path, the generation counter, and two reverse indexes kept in step with
+/// every change, so that removing a domain costs what it owns and what
+/// names it, not the size of the store: the nodes each domain owns, and
+/// the nodes whose ACL names it. The domains that are never removed (the
+/// privileged and store domains, which own most of a host's nodes) are
+/// left out of both.
+pub struct Db {
+    arena: Arena,
+    /// Slot numbers, by full path with std's keyed SipHash (paths come
+    /// from guests).
+    table: HashTable<u32>,
+    hasher: std::hash::RandomState,
+    generation: u64,
+    by_owner: HashMap<u32, HashSet<u32>>,
+    by_acl: HashMap<u32, HashSet<u32>>,
     /// The generation at which each domain record was made (kept by the
     /// store), for the stale-domid check of [`Db::check_perms`].
     domain_gens: HashMap<u32, u64>,
     /// Domains the indexes leave out.
     unindexed: [u32; 2],
+    /// A run being built (kept to spare an allocation per change).
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("nodes", &self.table.len())
+            .field("generation", &self.generation)
+            .finish()
+    }
 }
 
 impl Default for Db {
@@ -58,28 +490,8 @@ fn track_charge(path: &str) -> u64 {
     (path.len() + BLOCK_OVERHEAD + 2 * slot) as u64
 }
 
-fn acl_domids(n: &Node) -> impl Iterator<Item = u32> + '_ {
-    n.perms.entries()[1..].iter().map(|e| e.domid)
-}
-
-/// [`Db::index`] on the index fields alone, for callers holding an entry
-/// of the node map.
-fn index_into(
-    by_owner: &mut HashMap<u32, HashSet<Arc<str>>>,
-    by_acl: &mut HashMap<u32, HashSet<Arc<str>>>,
-    unindexed: [u32; 2],
-    path: &Arc<str>,
-    n: &Node,
-) {
-    let owner = n.perms.owner();
-    if !unindexed.contains(&owner) {
-        by_owner.entry(owner).or_default().insert(path.clone());
-    }
-    for d in acl_domids(n) {
-        if !unindexed.contains(&d) {
-            by_acl.entry(d).or_default().insert(path.clone());
-        }
-    }
+fn acl_of(perms: &PermList) -> impl Iterator<Item = u32> + '_ {
+    perms.entries()[1..].iter().map(|e| e.domid)
 }
 
 impl Db {
@@ -88,12 +500,15 @@ impl Db {
     /// nothing for them).
     pub fn unindexing(domids: [u32; 2]) -> Db {
         Db {
-            nodes: hashbrown::HashMap::with_hasher(std::hash::RandomState::new()),
+            arena: Arena::default(),
+            table: HashTable::new(),
+            hasher: std::hash::RandomState::new(),
             generation: 0,
             by_owner: HashMap::new(),
             by_acl: HashMap::new(),
             domain_gens: HashMap::new(),
             unindexed: domids,
+            scratch: Vec::new(),
         }
     }
 
@@ -101,19 +516,32 @@ impl Db {
         !self.unindexed.contains(&domid)
     }
 
+    fn find(&self, path: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(path);
+        self.table
+            .find(hash, |&i| self.arena.path_is(i, path))
+            .copied()
+    }
+
+    fn node_ref(&self, i: u32) -> NodeRef<'_> {
+        let slot = self.arena.slot(i);
+        let (run, apart) = self.arena.pieces(slot);
+        NodeRef { slot, run, apart }
+    }
+
     /// A committed node.
-    pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+    pub fn get(&self, path: &str) -> Option<NodeRef<'_>> {
+        self.find(path).map(|i| self.node_ref(i))
     }
 
     /// Number of nodes, special nodes included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.table.len()
     }
 
     /// Always false once the root exists.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.table.is_empty()
     }
 
     /// The current generation counter.
@@ -127,78 +555,153 @@ impl Db {
         self.generation
     }
 
-    fn index(&mut self, path: &Arc<str>, n: &Node) {
-        index_into(
-            &mut self.by_owner,
-            &mut self.by_acl,
-            self.unindexed,
-            path,
-            n,
-        );
+    fn index(&mut self, i: u32, perms: &PermList) {
+        let owner = perms.owner();
+        if self.indexed(owner) {
+            self.by_owner.entry(owner).or_default().insert(i);
+        }
+        for d in acl_of(perms) {
+            if self.indexed(d) {
+                self.by_acl.entry(d).or_default().insert(i);
+            }
+        }
     }
 
-    fn unindex(&mut self, path: &str, n: &Node) {
-        let drop_from = |map: &mut HashMap<u32, HashSet<Arc<str>>>, d: u32| {
+    fn unindex(&mut self, i: u32) {
+        let perms = self.node_ref(i).perms();
+        let drop_from = |map: &mut HashMap<u32, HashSet<u32>>, d: u32| {
             if let Some(set) = map.get_mut(&d) {
-                set.remove(path);
+                set.remove(&i);
                 if set.is_empty() {
                     map.remove(&d);
                 }
             }
         };
-        drop_from(&mut self.by_owner, n.perms.owner());
-        for d in acl_domids(n) {
+        drop_from(&mut self.by_owner, perms.owner());
+        for d in acl_of(&perms) {
             drop_from(&mut self.by_acl, d);
         }
     }
 
-    /// Stores a node under `path`, keeping the indexes.
-    fn put(&mut self, path: String, node: Node) {
-        let key = match self.nodes.remove_entry(path.as_str()) {
-            Some((key, old)) => {
-                self.unindex(&key, &old);
-                key
-            }
-            None => Arc::from(path),
-        };
-        self.index(&key, &node);
-        self.nodes.insert(key, node);
+    /// Builds the run of a node named `name` in the scratch buffer;
+    /// returns the length of its name and permissions.
+    fn build_run(&mut self, name: &[u8], node: &Node) -> usize {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(name);
+        for p in node.perms.entries() {
+            encode_perm(&mut self.scratch, p);
+        }
+        let head = self.scratch.len();
+        self.scratch.extend_from_slice(&node.value);
+        head
     }
 
-    /// Removes the node at `path`, keeping the indexes.
-    fn take(&mut self, path: &str) -> Option<Node> {
-        let old = self.nodes.remove(path)?;
-        self.unindex(path, &old);
-        Some(old)
+    /// Stores a node under `path`, keeping the indexes.
+    fn put(&mut self, path: &str, node: Node) {
+        let perm_count = u16::try_from(node.perms.len()).unwrap_or(u16::MAX);
+        if let Some(i) = self.find(path) {
+            self.unindex(i);
+            let name = self.arena.name(self.arena.slot(i)).to_vec();
+            let head = self.build_run(&name, &node);
+            let run = std::mem::take(&mut self.scratch);
+            self.arena.free_run(i);
+            let s = self.arena.slot_mut(i);
+            s.generation = node.generation;
+            s.children = node.children.clone();
+            s.perm_count = perm_count;
+            self.arena.set_run(i, &run, head);
+            self.scratch = run;
+            self.index(i, &node.perms);
+            return;
+        }
+        let parent = path::parent(path).and_then(|pp| self.find(pp));
+        let name = match parent {
+            Some(_) => path::basename(path),
+            None => path,
+        };
+        let head = self.build_run(name.as_bytes(), &node);
+        let i = self.arena.new_slot(Slot {
+            generation: node.generation,
+            children: node.children.clone(),
+            parent: parent.unwrap_or(NONE),
+            kids: 0,
+            len: 0,
+            name_len: u16::try_from(name.len()).unwrap_or(u16::MAX),
+            perm_count,
+            inline: [0; INLINE],
+        });
+        let run = std::mem::take(&mut self.scratch);
+        self.arena.set_run(i, &run, head);
+        self.scratch = run;
+        if let Some(p) = parent {
+            let ps = self.arena.slot_mut(p);
+            ps.kids = ps.kids.saturating_add(1);
+        }
+        let hash = self.hasher.hash_one(path);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table
+            .insert_unique(hash, i, |&j| hasher.hash_one(arena.path_of(j).as_str()));
+        self.index(i, &node.perms);
+    }
+
+    /// Removes the node at `path`, keeping the indexes; false if there was
+    /// none.
+    fn take(&mut self, path: &str) -> bool {
+        let hash = self.hasher.hash_one(path);
+        let Ok(entry) = self
+            .table
+            .find_entry(hash, |&i| self.arena.path_is(i, path))
+        else {
+            return false;
+        };
+        let (i, _) = entry.remove();
+        self.unindex(i);
+        if self.arena.slot(i).kids == 0 {
+            self.arena.release(i);
+        } else {
+            // Kept for the paths below it: its name alone.
+            let name = self.arena.name(self.arena.slot(i)).to_vec();
+            self.arena.free_run(i);
+            let s = self.arena.slot_mut(i);
+            s.perm_count = 0;
+            s.children = Children::default();
+            self.arena.set_run(i, &name, name.len());
+        }
+        true
     }
 
     /// True if the reverse indexes match the nodes (tests and `check`).
     pub fn indexes_consistent(&self) -> bool {
-        let mut owner: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
-        let mut acl: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
-        for (p, n) in &self.nodes {
-            if self.indexed(n.perms.owner()) {
-                owner.entry(n.perms.owner()).or_default().insert(p.clone());
+        let mut owner: HashMap<u32, HashSet<u32>> = HashMap::new();
+        let mut acl: HashMap<u32, HashSet<u32>> = HashMap::new();
+        for (i, _) in self.arena.live() {
+            let perms = self.node_ref(i).perms();
+            if self.indexed(perms.owner()) {
+                owner.entry(perms.owner()).or_default().insert(i);
             }
-            for d in acl_domids(n).filter(|&d| self.indexed(d)) {
-                acl.entry(d).or_default().insert(p.clone());
+            for d in acl_of(&perms).filter(|&d| self.indexed(d)) {
+                acl.entry(d).or_default().insert(i);
             }
         }
         owner == self.by_owner && acl == self.by_acl
     }
 
     /// Paths of the nodes `domid` owns.
-    pub fn owned_by(&self, domid: u32) -> impl Iterator<Item = &str> {
+    pub fn owned_by(&self, domid: u32) -> impl Iterator<Item = String> + '_ {
         self.by_owner
             .get(&domid)
             .into_iter()
             .flatten()
-            .map(|p| &**p)
+            .map(|&i| self.arena.path_of(i))
     }
 
     /// Paths of the nodes whose ACL (entries after the owner) names `domid`.
-    pub fn named_by_acl(&self, domid: u32) -> impl Iterator<Item = &str> {
-        self.by_acl.get(&domid).into_iter().flatten().map(|p| &**p)
+    pub fn named_by_acl(&self, domid: u32) -> impl Iterator<Item = String> + '_ {
+        self.by_acl
+            .get(&domid)
+            .into_iter()
+            .flatten()
+            .map(|&i| self.arena.path_of(i))
     }
 
     /// True if some node is owned by `domid` or names it in its ACL.
@@ -257,7 +760,7 @@ impl Db {
     /// [`Db::check_perms`] applied. Whatever is written back from such a
     /// copy keeps the marks, as in C.
     pub fn get_checked(&self, path: &str) -> Option<Node> {
-        let mut n = self.nodes.get(path)?.clone();
+        let mut n = self.get(path)?.to_node();
         let generation = n.generation;
         self.check_perms(&mut n.perms, generation);
         Some(n)
@@ -265,14 +768,14 @@ impl Db {
 
     /// The permissions of `n` (a committed node) as access checks see
     /// them.
-    pub fn checked_perms(&self, n: &Node) -> PermList {
-        let mut p = n.perms.clone();
-        self.check_perms(&mut p, n.generation);
+    pub fn checked_perms(&self, n: NodeRef<'_>) -> PermList {
+        let mut p = n.perms();
+        self.check_perms(&mut p, n.generation());
         p
     }
 
     /// Stores a node as it is (start-up, repairs).
-    pub(crate) fn insert_raw(&mut self, path: String, mut node: Node) {
+    pub(crate) fn insert_raw(&mut self, path: &str, mut node: Node) {
         node.generation = self.next_generation();
         self.put(path, node);
     }
@@ -281,36 +784,25 @@ impl Db {
     /// node stored twice keeps the children the first one got.
     pub(crate) fn restore_put(&mut self, path: &str, mut node: Node) {
         node.generation = self.next_generation();
-        let Db {
-            nodes,
-            by_owner,
-            by_acl,
-            unindexed,
-            ..
-        } = self;
-        if let hashbrown::hash_map::EntryRef::Vacant(e) = nodes.entry_ref(path) {
-            // The usual case: the path hashed once.
-            let stored = e.insert_entry_with_key(Arc::from(path), node);
-            index_into(by_owner, by_acl, *unindexed, stored.key(), stored.get());
-            return;
+        if let Some(old) = self.get(path) {
+            node.children = old.children().clone();
         }
-        if let Some(old) = self.nodes.get(path) {
-            node.children = old.children.clone();
-        }
-        self.put(path.to_owned(), node);
+        self.put(path, node);
     }
 
-    /// Room for `additional` more nodes without growing the map.
+    /// Room for `additional` more nodes without growing the table.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        self.nodes.reserve(additional);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table
+            .reserve(additional, |&j| hasher.hash_one(arena.path_of(j).as_str()));
     }
 
     /// Appends a child name to a node in place (a restore, which inserts
     /// parents before children); false if there is no node at `path`.
     pub(crate) fn add_child_raw(&mut self, path: &str, child: &str) -> bool {
-        match self.nodes.get_mut(path) {
-            Some(n) => {
-                n.add_child(child);
+        match self.find(path) {
+            Some(i) => {
+                self.arena.slot_mut(i).children.add(child);
                 true
             }
             None => false,
@@ -326,22 +818,39 @@ impl Db {
         self.generation = self.generation.max(from.generation);
     }
 
-    /// Removes a node as it is (repairs).
-    pub(crate) fn remove_raw(&mut self, path: &str) -> Option<Node> {
+    /// Removes a node as it is (repairs); false if there was none.
+    pub(crate) fn remove_raw(&mut self, path: &str) -> bool {
         self.take(path)
     }
 
     /// Removes a child name from a node in place (`check` repairs; the
     /// indexes do not depend on child lists).
     pub(crate) fn remove_child_raw(&mut self, path: &str, child: &str) {
-        if let Some(n) = self.nodes.get_mut(path) {
-            n.remove_child(child);
+        if let Some(i) = self.find(path) {
+            self.arena.slot_mut(i).children.remove(child);
         }
     }
 
-    /// All nodes (reports, consistency checks).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.nodes.iter().map(|(p, n)| (&**p, n))
+    /// All nodes with their paths (reports, consistency checks), in no
+    /// order; each path is built.
+    pub fn iter(&self) -> impl Iterator<Item = (String, NodeRef<'_>)> {
+        self.arena
+            .live()
+            .map(|(i, _)| (self.arena.path_of(i), self.node_ref(i)))
+    }
+
+    /// The nodes whose path starts with `@` (the special nodes), in no
+    /// order; only their paths are built.
+    pub fn special_nodes(&self) -> impl Iterator<Item = (String, NodeRef<'_>)> {
+        self.arena
+            .live()
+            .filter(|(i, _)| self.arena.top_byte(*i) == Some(b'@'))
+            .map(|(i, _)| (self.arena.path_of(i), self.node_ref(i)))
+    }
+
+    /// Owners of all nodes (unordered, repeated).
+    pub fn owners(&self) -> impl Iterator<Item = u32> + '_ {
+        self.arena.live().map(|(i, _)| self.node_ref(i).owner())
     }
 }
 
@@ -587,7 +1096,7 @@ impl Overlay {
     pub fn conflicts(&self, db: &Db) -> bool {
         self.entries
             .iter()
-            .any(|(p, e)| db.get(p).map(|n| n.generation) != e.base_gen)
+            .any(|(p, e)| db.get(p).map(|n| n.generation()) != e.base_gen)
     }
 
     /// Writes the staged changes into `db` with fresh generations and
@@ -613,19 +1122,24 @@ impl Overlay {
                 }
             }
         }
+        // Removals first, then the rest parents first, so that a node
+        // created with its parents is stored under its parent's slot.
+        let mut puts = Vec::new();
         for (path, e) in entries {
             if !e.dirty {
                 continue;
             }
             match e.node {
-                Some(mut n) => {
-                    n.generation = db.next_generation();
-                    db.put(path, n);
-                }
+                Some(n) => puts.push((path, n)),
                 None => {
                     db.take(&path);
                 }
             }
+        }
+        puts.sort_by_key(|(p, _)| path::depth(p));
+        for (path, mut n) in puts {
+            n.generation = db.next_generation();
+            db.put(&path, n);
         }
         fired
     }
@@ -639,7 +1153,7 @@ mod tests {
     fn db_with(paths: &[&str]) -> Db {
         let mut db = Db::default();
         for p in paths {
-            db.insert_raw((*p).into(), Node::new(PermList::owned_by(0, Access::None)));
+            db.insert_raw(p, Node::new(PermList::owned_by(0, Access::None)));
         }
         db
     }
@@ -651,7 +1165,7 @@ mod tests {
         assert!(ov.get(&db, "/a").unwrap().is_some());
         assert!(ov.get(&db, "/b").unwrap().is_none());
         assert!(!ov.conflicts(&db));
-        db.insert_raw("/b".into(), Node::new(PermList::owned_by(0, Access::None)));
+        db.insert_raw("/b", Node::new(PermList::owned_by(0, Access::None)));
         assert!(ov.conflicts(&db));
     }
 
@@ -739,5 +1253,155 @@ mod tests {
         // Marks are never cleared.
         assert!(!db.check_perms(&mut r, u64::MAX));
         assert!(r.entries()[1].ignored);
+    }
+}
+
+#[cfg(test)]
+mod arena_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Paths over a small alphabet, so that parents, children and reuse of
+    /// removed paths all happen; names long enough for every layout.
+    fn arb_path() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("state".to_owned()),
+            Just("a-rather-long-component-name-0123456789".to_owned()),
+        ];
+        prop_oneof![
+            1 => Just("@releaseDomain".to_owned()),
+            1 => Just("/".to_owned()),
+            12 => prop::collection::vec(name, 1..5).prop_map(|v| format!("/{}", v.join("/"))),
+        ]
+    }
+
+    fn arb_node() -> impl Strategy<Value = Node> {
+        let perm = (
+            prop_oneof![
+                Just(Access::None),
+                Just(Access::Read),
+                Just(Access::Write),
+                Just(Access::Both)
+            ],
+            prop_oneof![
+                0u32..4,
+                Just(0xFFFF),
+                Just(0x7FF5),
+                Just(70_000),
+                Just(u32::MAX)
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(access, domid, ignored)| Perm {
+                access,
+                domid,
+                ignored,
+            });
+        let value = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..6),
+            prop::collection::vec(any::<u8>(), 6..40),
+            prop::collection::vec(any::<u8>(), 2040..2100),
+        ];
+        (
+            prop::collection::vec(perm, 1..4),
+            value,
+            prop::collection::vec("[a-z]{1,3}", 0..3),
+        )
+            .prop_map(|(perms, value, kids)| {
+                let mut n = Node::new(
+                    PermList::from_vec(perms)
+                        .unwrap_or_else(|| PermList::owned_by(0, Access::None)),
+                );
+                n.value = Value::new(&value);
+                for k in kids {
+                    n.add_child(&k);
+                }
+                n
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(String, Node),
+        Take(String),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (arb_path(), arb_node()).prop_map(|(p, n)| Op::Put(p, n)),
+            2 => arb_path().prop_map(Op::Take),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The arena tree behaves as a map from path to node, whatever the
+        /// order of stores and removals (parents removed before children,
+        /// paths stored again after removal), with its indexes in step.
+        #[test]
+        fn the_arena_is_a_map_from_path_to_node(ops in prop::collection::vec(arb_op(), 1..120)) {
+            let mut db = Db::unindexing([0, u32::MAX]);
+            let mut model: BTreeMap<String, Node> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(p, mut n) => {
+                        n.generation = db.next_generation();
+                        db.put(&p, n.clone());
+                        model.insert(p, n);
+                    }
+                    Op::Take(p) => {
+                        prop_assert_eq!(db.take(&p), model.remove(&p).is_some());
+                    }
+                }
+                prop_assert_eq!(db.len(), model.len());
+            }
+            for (p, n) in &model {
+                let got = db.get(p).map(|r| r.to_node());
+                prop_assert_eq!(got.as_ref(), Some(n), "{}", p);
+                let r = db.get(p).unwrap();
+                prop_assert_eq!(r.owner(), n.perms.owner());
+                prop_assert_eq!(r.mem_charge(p), n.mem_charge(p));
+            }
+            let listed: BTreeMap<String, Node> = db.iter().map(|(p, r)| (p, r.to_node())).collect();
+            prop_assert_eq!(&listed, &model);
+            prop_assert!(db.indexes_consistent());
+            for d in [1u32, 2, 3, 0xFFFF, 70_000] {
+                let mut owned: Vec<String> = db.owned_by(d).collect();
+                owned.sort();
+                let want: Vec<String> = model.iter().filter(|(_, n)| n.perms.owner() == d).map(|(p, _)| p.clone()).collect();
+                prop_assert_eq!(owned, want);
+            }
+            // Removing everything gives every slot and run back.
+            for p in model.keys() {
+                prop_assert!(db.take(p));
+            }
+            prop_assert_eq!(db.len(), 0);
+            prop_assert_eq!(db.arena.live().count(), 0);
+            let used: usize = db.arena.pages.iter().map(Vec::len).sum();
+            prop_assert_eq!(db.arena.free.len(), used);
+        }
+    }
+
+    #[test]
+    fn a_path_is_not_found_under_a_neighbour_spelling() {
+        let mut db = Db::default();
+        for p in ["/", "/a", "/a/b", "@x"] {
+            db.insert_raw(p, Node::new(PermList::owned_by(0, Access::None)));
+        }
+        for p in ["/a", "/a/b", "@x", "/"] {
+            assert!(db.get(p).is_some(), "{p}");
+        }
+        for p in ["//a", "/a//b", "a", "/a/", "b", "/b", "@x/", "", "/a/b/c"] {
+            assert!(db.get(p).is_none(), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_slot_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
     }
 }

@@ -136,15 +136,14 @@ impl Store {
         let mut tops: Vec<String> = self
             .db
             .owned_by(domid)
-            .filter(|p| *p != "/")
+            .filter(|p| p != "/")
             .filter(|p| {
                 path::parent(p)
                     .and_then(|pp| self.db.get(pp))
-                    .is_none_or(|pn| pn.perms.owner() != domid)
+                    .is_none_or(|pn| pn.owner() != domid)
             })
-            .map(str::to_owned)
             .collect();
-        let strip: Vec<String> = self.db.named_by_acl(domid).map(str::to_owned).collect();
+        let strip: Vec<String> = self.db.named_by_acl(domid).collect();
         let ctx = crate::store::Ctx {
             conn: ConnId(u64::MAX),
             caller: crate::access::Caller {

@@ -24,6 +24,7 @@
 //! [`Effect`]s; the hypervisor is reached only through [`DomainOracle`].
 
 pub mod access;
+pub mod blobs;
 pub mod db;
 mod domain;
 pub mod migrate;

@@ -13,6 +13,7 @@
 //!   permissions only). Generations are new (the stream carries none), and
 //!   the accounting is recounted from what was restored.
 
+use crate::db::NodeRef;
 use crate::node::{Node, Value};
 use crate::quota::Quota;
 use crate::store::{Store, StoreConfig, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
@@ -86,7 +87,10 @@ impl Store {
     /// parent before its children (in creation order), then the special
     /// nodes, sorted. One path buffer serves the whole walk; the stack
     /// holds one child iterator per level, whatever the depth.
-    fn walk_nodes<E>(&self, mut f: impl FnMut(&str, &Node) -> Result<(), E>) -> Result<(), E> {
+    fn walk_nodes<E>(
+        &self,
+        mut f: impl FnMut(&str, NodeRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let db = self.db();
         if let Some(root) = db.get("/") {
             f("/", root)?;
@@ -112,9 +116,9 @@ impl Store {
                 }
             }
         }
-        let mut special: Vec<(&str, &Node)> = db.iter().filter(|(p, _)| is_special(p)).collect();
-        special.sort_by_key(|(p, _)| *p);
-        special.into_iter().try_for_each(|(p, n)| f(p, n))
+        let mut special: Vec<(String, NodeRef<'_>)> = db.special_nodes().collect();
+        special.sort_by(|a, b| a.0.cmp(&b.0));
+        special.into_iter().try_for_each(|(p, n)| f(&p, n))
     }
 
     /// Every committed node as a NODE record, in the order of
@@ -125,8 +129,8 @@ impl Store {
             out.push(mig::Node {
                 path: p.as_bytes().to_vec(),
                 transaction: None,
-                value: n.value.to_vec(),
-                perms: n.perms.entries().iter().map(to_record_perm).collect(),
+                value: n.value().to_vec(),
+                perms: n.perm_entries().map(|e| to_record_perm(&e)).collect(),
             });
             Ok::<(), ()>(())
         });
@@ -148,12 +152,12 @@ impl Store {
         let mut count = 0;
         self.walk_nodes(|p, n| {
             perms.clear();
-            perms.extend(n.perms.entries().iter().map(to_record_perm));
+            perms.extend(n.perm_entries().map(|e| to_record_perm(&e)));
             if let Some(first) = perms.first_mut() {
                 first.domid = owner(first.domid);
             }
             count += 1;
-            w.write_node(p.as_bytes(), &n.value, &perms)
+            w.write_node(p.as_bytes(), n.value(), &perms)
         })?;
         Ok(count)
     }
@@ -225,7 +229,7 @@ impl Store {
         for s in [INTRODUCE_DOMAIN, RELEASE_DOMAIN] {
             if db.get(s).is_none() {
                 if let Some(n) = self.db().get(s) {
-                    db.restore_put(s, n.clone());
+                    db.restore_put(s, n.to_node());
                 }
             }
         }

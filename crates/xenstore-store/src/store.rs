@@ -245,10 +245,10 @@ impl Store {
             for c in children {
                 n.add_child(c);
             }
-            s.db.insert_raw(p.to_owned(), n);
+            s.db.insert_raw(p, n);
         }
-        s.db.insert_raw(INTRODUCE_DOMAIN.to_owned(), Node::new(root_perms.clone()));
-        s.db.insert_raw(RELEASE_DOMAIN.to_owned(), Node::new(release_perms));
+        s.db.insert_raw(INTRODUCE_DOMAIN, Node::new(root_perms.clone()));
+        s.db.insert_raw(RELEASE_DOMAIN, Node::new(release_perms));
         for d in [s.cfg.priv_domid, s.cfg.store_domid] {
             s.domain_record(d).introduced = true;
         }
@@ -981,9 +981,9 @@ impl Store {
     pub fn recount(&mut self) -> usize {
         let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
         for (p, n) in self.db.iter() {
-            let e = counts.entry(n.perms.owner()).or_default();
+            let e = counts.entry(n.owner()).or_default();
             e.0 += 1;
-            e.1 += n.mem_charge(p) as u64;
+            e.1 += n.mem_charge(&p) as u64;
         }
         let watch_mem: HashMap<u32, (u64, u64)> = {
             let mut m: HashMap<u32, (u64, u64)> = HashMap::new();
@@ -1046,7 +1046,7 @@ impl Store {
         let mut fix_children = Vec::new();
         for (p, n) in self.db.iter() {
             for c in n.child_names() {
-                if self.db.get(&path::child(p, c)).is_none() {
+                if self.db.get(&path::child(&p, c)).is_none() {
                     fix_children.push((p.to_owned(), c.to_owned()));
                 }
             }

@@ -72,8 +72,8 @@ fn tree(s: &Store) -> Vec<(String, String, String, Vec<String>)> {
         .map(|(p, n)| {
             (
                 p.to_string(),
-                format!("{:?}", n.value),
-                n.perms.to_string(),
+                format!("{:?}", String::from_utf8_lossy(n.value())),
+                n.perms().to_string(),
                 n.child_names().map(str::to_string).collect(),
             )
         })
