@@ -59,10 +59,17 @@ struct Slot {
     inline: [u8; INLINE],
 }
 
-/// A permission entry in a run: the access letter (high bit: ignored),
-/// then the domid in two bytes, or `FFFF` and the domid in four.
+/// A permission entry in a run: a flags byte (the access in the low two
+/// bits, ignored in the high bit), then the domid in two bytes, or `FFFF`
+/// and the domid in four.
 fn encode_perm(out: &mut Vec<u8>, p: &Perm) {
-    out.push(p.access.letter() as u8 | if p.ignored { 0x80 } else { 0 });
+    let access = match p.access {
+        Access::None => 0,
+        Access::Read => 1,
+        Access::Write => 2,
+        Access::Both => 3,
+    };
+    out.push(access | if p.ignored { 0x80 } else { 0 });
     match u16::try_from(p.domid) {
         Ok(d) if d != u16::MAX => out.extend_from_slice(&d.to_le_bytes()),
         _ => {
@@ -72,25 +79,44 @@ fn encode_perm(out: &mut Vec<u8>, p: &Perm) {
     }
 }
 
+/// The entry at `bytes[at..]` and the offset after it.
+#[inline]
+fn decode_perm(bytes: &[u8], at: usize) -> Option<(Perm, usize)> {
+    let [flags, lo, hi] = *bytes.get(at..at + 3)? else {
+        return None;
+    };
+    let short = u16::from_le_bytes([lo, hi]);
+    let (domid, next) = if short == u16::MAX {
+        let [a, b, c, d] = *bytes.get(at + 3..at + 7)? else {
+            return None;
+        };
+        (u32::from_le_bytes([a, b, c, d]), at + 7)
+    } else {
+        (u32::from(short), at + 3)
+    };
+    let access = match flags & 3 {
+        0 => Access::None,
+        1 => Access::Read,
+        2 => Access::Write,
+        _ => Access::Both,
+    };
+    Some((
+        Perm {
+            access,
+            domid,
+            ignored: flags & 0x80 != 0,
+        },
+        next,
+    ))
+}
+
 /// The entries of a run's permissions (`bytes` starts at the first).
 fn decode_perms(bytes: &[u8], count: u16) -> impl Iterator<Item = Perm> + '_ {
     let mut at = 0;
     (0..count).map_while(move |_| {
-        let flags = *bytes.get(at)?;
-        let short = u16::from_le_bytes([*bytes.get(at + 1)?, *bytes.get(at + 2)?]);
-        at += 3;
-        let domid = if short == u16::MAX {
-            let wide = bytes.get(at..at + 4)?;
-            at += 4;
-            u32::from_le_bytes([wide[0], wide[1], wide[2], wide[3]])
-        } else {
-            u32::from(short)
-        };
-        Some(Perm {
-            access: Access::from_letter(flags & 0x7F).unwrap_or(Access::None),
-            domid,
-            ignored: flags & 0x80 != 0,
-        })
+        let (p, next) = decode_perm(bytes, at)?;
+        at = next;
+        Some(p)
     })
 }
 
@@ -111,6 +137,19 @@ enum Layout {
     Inline,
     Split,
     Pooled,
+}
+
+/// Builds in `run` the run of a node named `name`; returns the length of
+/// its name and permissions.
+fn build_run(run: &mut Vec<u8>, name: &[u8], perms: &PermList, value: &[u8]) -> usize {
+    run.clear();
+    run.extend_from_slice(name);
+    for p in perms.entries() {
+        encode_perm(run, p);
+    }
+    let head = run.len();
+    run.extend_from_slice(value);
+    head
 }
 
 /// The arena: slots in pages, the byte pool of long runs.
@@ -173,10 +212,13 @@ impl Arena {
     }
 
     fn name<'a>(&'a self, s: &'a Slot) -> &'a [u8] {
-        self.pieces(s)
-            .0
-            .get(..usize::from(s.name_len))
-            .unwrap_or_default()
+        let n = usize::from(s.name_len);
+        let head = match Arena::layout(s) {
+            Layout::Inline => &s.inline[..],
+            Layout::Split => &s.inline[4..],
+            Layout::Pooled => self.blobs.get(Arena::handle(s), s.len as usize),
+        };
+        head.get(..n).unwrap_or_default()
     }
 
     /// Stores `run` (`head_len` bytes of name and permissions, then the
@@ -261,28 +303,29 @@ impl Arena {
     /// rest is its parent's path and a `/` (only `/` under the root).
     fn path_is(&self, mut i: u32, path: &str) -> bool {
         let mut rest = path.as_bytes();
+        let mut first = true;
         loop {
             let s = self.slot(i);
             let name = self.name(s);
             if s.parent == NONE {
-                return rest == name;
+                // The root under a child stands for the empty prefix.
+                return if !first && name == b"/" {
+                    rest.is_empty()
+                } else {
+                    rest == name
+                };
             }
-            let Some(head) = rest.strip_suffix(name) else {
+            // Compared byte by byte: names are short, a call to memcmp
+            // costs more than the loop.
+            let Some(cut) = rest.len().checked_sub(name.len() + 1) else {
                 return false;
             };
-            let Some(head) = head.strip_suffix(b"/") else {
+            if rest[cut] != b'/' || !rest[cut + 1..].iter().eq(name.iter()) {
                 return false;
-            };
-            let p = self.slot(s.parent);
-            rest = if p.parent == NONE && self.name(p) == b"/" {
-                if !head.is_empty() {
-                    return false;
-                }
-                b"/"
-            } else {
-                head
-            };
+            }
+            rest = &rest[..cut];
             i = s.parent;
+            first = false;
         }
     }
 
@@ -385,11 +428,18 @@ impl<'a> NodeRef<'a> {
 
     /// The permissions as stored (without [`Db::check_perms`]).
     pub fn perms(&self) -> PermList {
-        let v: Vec<Perm> = decode_perms(self.perm_bytes(), self.slot.perm_count).collect();
-        match v.as_slice() {
-            [] => PermList::owned_by(0, Access::None),
-            _ => PermList::from_vec(v).unwrap_or_else(|| PermList::owned_by(0, Access::None)),
-        }
+        let fallback = || PermList::owned_by(0, Access::None);
+        let b = self.perm_bytes();
+        // Nearly every node has one or two entries: no allocation.
+        let list = match self.slot.perm_count {
+            1 => decode_perm(b, 0).and_then(|(p, _)| PermList::from_slice(&[p])),
+            2 => decode_perm(b, 0).and_then(|(p, at)| {
+                let (q, _) = decode_perm(b, at)?;
+                PermList::from_slice(&[p, q])
+            }),
+            _ => PermList::from_vec(self.perm_entries().collect()),
+        };
+        list.unwrap_or_else(fallback)
     }
 
     /// The permission entries as stored, decoded one by one.
@@ -583,35 +633,32 @@ impl Db {
         }
     }
 
-    /// Builds the run of a node named `name` in the scratch buffer;
-    /// returns the length of its name and permissions.
-    fn build_run(&mut self, name: &[u8], node: &Node) -> usize {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(name);
-        for p in node.perms.entries() {
-            encode_perm(&mut self.scratch, p);
-        }
-        let head = self.scratch.len();
-        self.scratch.extend_from_slice(&node.value);
-        head
-    }
-
     /// Stores a node under `path`, keeping the indexes.
     fn put(&mut self, path: &str, node: Node) {
-        let perm_count = u16::try_from(node.perms.len()).unwrap_or(u16::MAX);
+        let Node {
+            value,
+            perms,
+            children,
+            generation,
+        } = node;
+        let perm_count = u16::try_from(perms.len()).unwrap_or(u16::MAX);
+        let mut run = std::mem::take(&mut self.scratch);
         if let Some(i) = self.find(path) {
             self.unindex(i);
-            let name = self.arena.name(self.arena.slot(i)).to_vec();
-            let head = self.build_run(&name, &node);
-            let run = std::mem::take(&mut self.scratch);
+            let head = build_run(
+                &mut run,
+                self.arena.name(self.arena.slot(i)),
+                &perms,
+                &value,
+            );
             self.arena.free_run(i);
             let s = self.arena.slot_mut(i);
-            s.generation = node.generation;
-            s.children = node.children.clone();
+            s.generation = generation;
+            s.children = children;
             s.perm_count = perm_count;
             self.arena.set_run(i, &run, head);
             self.scratch = run;
-            self.index(i, &node.perms);
+            self.index(i, &perms);
             return;
         }
         let parent = path::parent(path).and_then(|pp| self.find(pp));
@@ -619,10 +666,10 @@ impl Db {
             Some(_) => path::basename(path),
             None => path,
         };
-        let head = self.build_run(name.as_bytes(), &node);
+        let head = build_run(&mut run, name.as_bytes(), &perms, &value);
         let i = self.arena.new_slot(Slot {
-            generation: node.generation,
-            children: node.children.clone(),
+            generation,
+            children,
             parent: parent.unwrap_or(NONE),
             kids: 0,
             len: 0,
@@ -630,7 +677,6 @@ impl Db {
             perm_count,
             inline: [0; INLINE],
         });
-        let run = std::mem::take(&mut self.scratch);
         self.arena.set_run(i, &run, head);
         self.scratch = run;
         if let Some(p) = parent {
@@ -641,7 +687,7 @@ impl Db {
         let (arena, hasher) = (&self.arena, &self.hasher);
         self.table
             .insert_unique(hash, i, |&j| hasher.hash_one(arena.path_of(j).as_str()));
-        self.index(i, &node.perms);
+        self.index(i, &perms);
     }
 
     /// Removes the node at `path`, keeping the indexes; false if there was
@@ -1122,22 +1168,26 @@ impl Overlay {
                 }
             }
         }
-        // Removals first, then the rest parents first, so that a node
-        // created with its parents is stored under its parent's slot.
-        let mut puts = Vec::new();
+        // Created nodes last and parents first, so that a node created
+        // with its parents is stored under its parent's slot.
+        let mut created = Vec::new();
         for (path, e) in entries {
             if !e.dirty {
                 continue;
             }
             match e.node {
-                Some(n) => puts.push((path, n)),
+                Some(n) if e.base_gen.is_none() => created.push((path, n)),
+                Some(mut n) => {
+                    n.generation = db.next_generation();
+                    db.put(&path, n);
+                }
                 None => {
                     db.take(&path);
                 }
             }
         }
-        puts.sort_by_key(|(p, _)| path::depth(p));
-        for (path, mut n) in puts {
+        created.sort_by_key(|(p, _)| path::depth(p));
+        for (path, mut n) in created {
             n.generation = db.next_generation();
             db.put(&path, n);
         }

@@ -30,6 +30,14 @@ impl View<'_> {
             View::Tx(db, ov) => ov.get(db, p),
         }
     }
+
+    /// The permissions of the node at `p` as access checks see them.
+    fn perms(&mut self, p: &str) -> Result<Option<PermList>, XsError> {
+        match self {
+            View::Db(db) => Ok(db.get(p).map(|n| db.checked_perms(n))),
+            View::Tx(db, ov) => Ok(ov.get(db, p)?.map(|n| n.perms)),
+        }
+    }
 }
 
 /// The parent used when hiding a node's existence: special names without a
@@ -47,10 +55,10 @@ fn hide(view: &mut View, caller: &Caller, p: &str, need: u8, err: XsError) -> Xs
     }
     let mut cur = parent_or_root(p);
     loop {
-        match view.get(cur) {
+        match view.perms(cur) {
             Err(e) => return e,
-            Ok(Some(n)) => {
-                return if caller.perm_for(&n.perms) & need != 0 {
+            Ok(Some(perms)) => {
+                return if caller.perm_for(&perms) & need != 0 {
                     err
                 } else {
                     XsError::Eacces
@@ -144,7 +152,27 @@ impl Store {
         tx: Option<u32>,
         p: &[u8],
     ) -> Result<Vec<u8>, XsError> {
-        let n = self.readable_node(ctx, tx, args::one_arg(p)?, false)?;
+        let raw = args::one_arg(p)?;
+        if tx.is_none() {
+            // Outside a transaction the value is copied straight from the
+            // tree, by get_node's rule.
+            let r = ctx.resolve(raw, false)?;
+            let db = &self.db;
+            return match db.get(&r.path) {
+                Some(n) if ctx.caller.perm_for(&db.checked_perms(n)) & PERM_READ == PERM_READ => {
+                    Ok(n.value().to_vec())
+                }
+                Some(_) => Err(XsError::Eacces),
+                None => Err(hide(
+                    &mut View::Db(db),
+                    &ctx.caller,
+                    &r.path,
+                    PERM_READ,
+                    XsError::Enoent,
+                )),
+            };
+        }
+        let n = self.readable_node(ctx, tx, raw, false)?;
         Ok(n.value.to_vec())
     }
 

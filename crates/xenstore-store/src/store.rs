@@ -686,11 +686,16 @@ impl Store {
     /// Queues the watch events for committed changes.
     pub(crate) fn fire(&self, fired: &[Fired], out: &mut Vec<(ConnId, Message)>) {
         for f in fired {
-            let node = self.db.get(&f.path).map(|n| self.db.checked_perms(n));
-            let parent = path::parent(&f.path)
-                .and_then(|p| self.db.get(p))
-                .map(|n| self.db.checked_perms(n));
+            // Looked up for the first watch that matches, if any does.
+            let mut perms: Option<(Option<PermList>, Option<PermList>)> = None;
             for w in self.watches.matching(&f.path, f.how) {
+                let (node, parent) = perms.get_or_insert_with(|| {
+                    let node = self.db.get(&f.path).map(|n| self.db.checked_perms(n));
+                    let parent = path::parent(&f.path)
+                        .and_then(|p| self.db.get(p))
+                        .map(|n| self.db.checked_perms(n));
+                    (node, parent)
+                });
                 let Some(c) = self.conns.get(&w.conn) else {
                     continue;
                 };
