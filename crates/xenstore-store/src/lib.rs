@@ -3,8 +3,9 @@
 //! [`Store`] is a deterministic engine: `(connection, request) -> (replies
 //! and watch events in queue order, side effects)`. It owns
 //!
-//! * the node tree ([`node`], [`db`]): binary-safe values, permissions,
-//!   child lists in creation order, per-node generation counts;
+//! * the node tree ([`node`], [`db`], [`blobs`]): binary-safe values,
+//!   permissions, child lists in creation order, per-node generation
+//!   counts, committed nodes in an arena of compact slots;
 //! * permissions ([`access`]): owners, ACLs, privileged connections,
 //!   SET_TARGET, `DOMID_ANY`, entries naming unknown domains, or domains
 //!   whose record is newer than the node's last change, ignored;
