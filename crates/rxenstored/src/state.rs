@@ -99,7 +99,9 @@ struct Pending {
 
 /// Everything the daemon serves, apart from its I/O.
 pub struct State {
-    conns: HashMap<u64, Connection>,
+    /// Boxed: the map's slots stay small (a connection record is a few
+    /// hundred bytes and the map runs at half load after growing).
+    conns: HashMap<u64, Box<Connection>>,
     store: Store,
     trace: Trace,
     next_id: u64,
@@ -264,8 +266,10 @@ impl State {
             stream,
             want_write: false,
         };
-        self.conns
-            .insert(conn.0, Connection::new(conn, transport, privileged));
+        self.conns.insert(
+            conn.0,
+            Box::new(Connection::new(conn, transport, privileged)),
+        );
         self.trace.obj("socket connection created", conn.0);
         self.schedule(conn.0);
         conn.0
@@ -346,7 +350,7 @@ impl State {
         let privileged = self.store.is_privileged(conn);
         self.conns.insert(
             conn.0,
-            Connection::new(conn, Transport::Ring(link), privileged),
+            Box::new(Connection::new(conn, Transport::Ring(link), privileged)),
         );
         self.trace
             .obj(&format!("ring connection of domain {domid}"), conn.0);
@@ -1461,7 +1465,7 @@ impl State {
                 let privileged = self.store.is_privileged(conn);
                 self.conns.insert(
                     conn.0,
-                    Connection::new(conn, Transport::Ring(link), privileged),
+                    Box::new(Connection::new(conn, Transport::Ring(link), privileged)),
                 );
                 self.trace.obj(
                     &format!("ring connection of domain {domid} (taken over)"),

@@ -172,7 +172,8 @@ impl Ctx {
 pub struct Store {
     pub(crate) cfg: StoreConfig,
     pub(crate) db: Db,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    /// Boxed, as the daemon's connection records: small map slots.
+    pub(crate) conns: HashMap<ConnId, Box<Conn>>,
     pub(crate) domains: BTreeMap<u32, Domain>,
     pub(crate) watches: Registry,
     /// SET_TARGET links by target: the connections that act for a domain,
@@ -324,14 +325,14 @@ impl Store {
         };
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 kind,
                 domid,
                 base: path::domain_home(domid),
                 target: None,
                 transactions: BTreeMap::new(),
                 next_tx: 1,
-            },
+            }),
         );
     }
 

@@ -12,6 +12,7 @@
 
 use crate::ConnId;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use xenstore_proto::path;
 
 /// Identifies one registered watch.
@@ -23,22 +24,29 @@ pub struct WatchId(pub u64);
 pub struct Watch {
     /// The connection that registered it.
     pub conn: ConnId,
-    /// The path as the client gave it, when it differs from `canonical`
-    /// (empty otherwise: no path is empty, and most watches are given
-    /// canonical, so most hold their path once).
-    given: String,
-    /// The canonical absolute or special path.
-    pub canonical: String,
+    /// The canonical absolute or special path (shared with the registry's
+    /// index by path).
+    pub canonical: Arc<str>,
     /// The client's token.
-    pub token: String,
+    pub token: Box<str>,
     /// Optional depth limit.
     pub depth: Option<u32>,
     /// Registered with a relative path: events are reported relative to
-    /// `base`.
+    /// the connection's home at registration.
     pub relative: bool,
-    /// The connection's home at registration, stripped from relative
-    /// events (empty for an absolute watch).
-    base: String,
+    /// What few watches need: the path as given when it differs from the
+    /// canonical one, the home of a relative watch.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rarely needed part of a [`Watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Extra {
+    /// The path as the client gave it, if not canonical (empty otherwise).
+    given: Box<str>,
+    /// The home stripped from relative events (empty for an absolute
+    /// watch).
+    base: Box<str>,
 }
 
 impl Watch {
@@ -54,32 +62,34 @@ impl Watch {
         relative: bool,
         base: &str,
     ) -> Watch {
+        let given: Box<str> = if given == canonical {
+            "".into()
+        } else {
+            given.into()
+        };
+        let base: Box<str> = if relative { base.into() } else { "".into() };
+        let extra =
+            (!given.is_empty() || !base.is_empty()).then(|| Box::new(Extra { given, base }));
         Watch {
             conn,
-            given: if given == canonical {
-                String::new()
-            } else {
-                given.to_owned()
-            },
-            canonical,
-            token,
+            canonical: canonical.into(),
+            token: token.into(),
             depth,
             relative,
-            base: if relative {
-                base.to_owned()
-            } else {
-                String::new()
-            },
+            extra,
         }
     }
 
     /// The path as the client gave it (relative stays relative).
     pub fn given(&self) -> &str {
-        if self.given.is_empty() {
-            &self.canonical
-        } else {
-            &self.given
+        match &self.extra {
+            Some(e) if !e.given.is_empty() => &e.given,
+            _ => &self.canonical,
         }
+    }
+
+    fn base(&self) -> &str {
+        self.extra.as_ref().map_or("", |e| &e.base)
     }
 
     /// Bytes charged to the watcher's memory quota.
@@ -90,7 +100,7 @@ impl Watch {
     /// The path an event for `event_path` is reported with.
     pub fn report_path<'a>(&self, event_path: &'a str) -> &'a str {
         if self.relative {
-            path::relative_to(event_path, &self.base)
+            path::relative_to(event_path, self.base())
         } else {
             event_path
         }
@@ -102,7 +112,10 @@ impl Watch {
 #[derive(Debug)]
 enum IdSet {
     One(WatchId),
-    Many(BTreeSet<WatchId>),
+    // Boxed on purpose: the rare path with many watches pays a block, and
+    // every path's slot in the index is 16 bytes instead of 32.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<WatchId>>),
 }
 
 impl IdSet {
@@ -110,7 +123,7 @@ impl IdSet {
         match self {
             IdSet::One(first) => {
                 let first = *first;
-                *self = IdSet::Many([first, id].into_iter().collect());
+                *self = IdSet::Many(Box::new([first, id].into_iter().collect()));
             }
             IdSet::Many(set) => {
                 set.insert(id);
@@ -158,7 +171,7 @@ pub enum Match {
 #[derive(Debug, Default)]
 pub struct Registry {
     by_id: HashMap<WatchId, Watch>,
-    by_path: HashMap<String, IdSet>,
+    by_path: HashMap<Arc<str>, IdSet>,
     by_conn: HashMap<ConnId, BTreeSet<WatchId>>,
     next: u64,
 }
@@ -185,7 +198,7 @@ impl Registry {
         let is_it = |id: &WatchId| {
             self.by_id
                 .get(id)
-                .is_some_and(|w| w.conn == conn && w.canonical == canonical && w.token == token)
+                .is_some_and(|w| w.conn == conn && &*w.canonical == canonical && &*w.token == token)
         };
         if on_path.len() <= of_conn.len() {
             on_path.iter().find(is_it)
@@ -316,7 +329,7 @@ mod tests {
         let hits = |p: &str, m| {
             r.matching(p, m)
                 .into_iter()
-                .map(|w| w.canonical.clone())
+                .map(|w| w.canonical.to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(hits("/a/b", Match::Subtree), ["/a", "/"]);
