@@ -221,13 +221,22 @@ mod fanout {
 
     impl Watcher {
         /// Reads what is there; the number of whole WATCH_EVENT messages.
+        /// A read that does not fill the buffer emptied the socket, and
+        /// epoll (edge-triggered, as mio registers) reports any later
+        /// bytes: so one read per event, not a second one to learn the
+        /// socket is empty (the same client measures every daemon).
         fn events(&mut self) -> io::Result<usize> {
             let mut buf = [0u8; 4096];
             let mut n = 0;
             loop {
                 match self.sock.read(&mut buf) {
                     Ok(0) => return Err(io::Error::other("a watcher's connection closed")),
-                    Ok(k) => self.partial.extend_from_slice(&buf[..k]),
+                    Ok(k) => {
+                        self.partial.extend_from_slice(&buf[..k]);
+                        if k < buf.len() {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
