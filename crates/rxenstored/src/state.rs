@@ -497,6 +497,11 @@ impl State {
         let mut handled = 0;
         let mut made = 0;
         let mut read = 0;
+        // A socket read that did not fill the buffer emptied the socket:
+        // once what it brought is handled, the turn ends without a read
+        // that would only say so (epoll reports later bytes: sockets are
+        // registered edge-triggered).
+        let mut drained = false;
         while self.may_read(id) {
             let lu_started = self.live_update_started();
             let Some(c) = self.conns.get_mut(&id) else {
@@ -531,6 +536,7 @@ impl State {
                     }
                     continue;
                 }
+                Ok(None) if drained => break,
                 Ok(None) => {}
                 Err(e) => {
                     self.fail(id, ERROR_PROTO, &format!("protocol error: {e}"));
@@ -538,8 +544,11 @@ impl State {
                 }
             }
             match self.read_more(id) {
-                Some(0) => break,
-                Some(n) => read += n,
+                Some((0, _)) => break,
+                Some((n, emptied)) => {
+                    read += n;
+                    drained = emptied;
+                }
                 None => return,
             }
         }
@@ -551,9 +560,10 @@ impl State {
         }
     }
 
-    /// Reads more requests into a connection's decoder. `Some(0)`: nothing
-    /// more now; `None`: the connection is gone or broken.
-    fn read_more(&mut self, id: u64) -> Option<usize> {
+    /// Reads more requests into a connection's decoder: the bytes read
+    /// (0: nothing more now) and whether the read emptied a socket (it
+    /// did not fill the buffer); `None`: the connection is gone or broken.
+    fn read_more(&mut self, id: u64) -> Option<(usize, bool)> {
         let c = self.conns.get_mut(&id)?;
         let result = match &mut c.transport {
             Transport::Socket { stream, .. } => {
@@ -563,9 +573,9 @@ impl State {
                         Ok(0) => break Err("end of file".to_owned()),
                         Ok(n) => {
                             c.decoder.feed(buf.get(..n).unwrap_or_default());
-                            break Ok(n);
+                            break Ok((n, n < buf.len()));
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok((0, true)),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => break Err(format!("read error: {e}")),
                     }
@@ -573,6 +583,7 @@ impl State {
             }
             Transport::Ring(r) => r
                 .read_into(&mut c.decoder, RING_IN_HIGH)
+                .map(|n| (n, false))
                 .map_err(|e| e.to_string()),
         };
         match result {
