@@ -260,12 +260,32 @@ impl RingLink {
 pub trait Stream: std::io::Read + std::io::Write {
     /// The descriptor the event loop polls (`None`: not polled).
     fn fd(&self) -> Option<std::os::fd::RawFd>;
+
+    /// Writes what it can of `bufs`, as [`std::io::Write::write_vectored`].
+    fn send(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.write_vectored(bufs)
+    }
 }
 
 impl Stream for mio::net::UnixStream {
     fn fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.as_raw_fd())
+    }
+
+    /// `sendmsg` rather than `writev`: the socket layer directly, without
+    /// the file layer's position lock and iovec import (about a sixth of
+    /// the kernel's time per watch event in a fan-out profile). Never
+    /// raises SIGPIPE: a peer gone is an error on this connection only.
+    fn send(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendFlags};
+        sendmsg(
+            &*self,
+            bufs,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        )
+        .map_err(std::io::Error::from)
     }
 }
 
@@ -427,16 +447,13 @@ impl Connection {
     pub fn write_out(&mut self, done: impl FnMut(Queued)) -> Result<usize, WriteError> {
         match &mut self.transport {
             Transport::Socket { stream, .. } => self.out.write(
-                |iov| {
-                    use std::io::Write;
-                    loop {
-                        match stream.write_vectored(iov) {
-                            Ok(0) => return Err(WriteError::Closed),
-                            Ok(n) => return Ok(n),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(WriteError::Socket(e)),
-                        }
+                |iov| loop {
+                    match stream.send(iov) {
+                        Ok(0) => return Err(WriteError::Closed),
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(WriteError::Socket(e)),
                     }
                 },
                 done,
