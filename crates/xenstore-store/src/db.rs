@@ -231,10 +231,18 @@ impl Arena {
         let layout = Arena::layout(s);
         let mut inline = [0u8; INLINE];
         match layout {
-            Layout::Inline => inline[..run.len()].copy_from_slice(run),
+            Layout::Inline => {
+                if let Some(dst) = inline.get_mut(..run.len()) {
+                    dst.copy_from_slice(run);
+                }
+            }
             Layout::Split => {
                 let (head, value) = run.split_at(head_len.min(run.len()));
-                inline[4..4 + head.len()].copy_from_slice(head);
+                // The layout guarantees the head fits (names are at most
+                // 65,535 bytes, as a path in a message or a stream).
+                if let Some(dst) = inline.get_mut(4..4 + head.len()) {
+                    dst.copy_from_slice(head);
+                }
                 let h = self.blobs.alloc(value);
                 inline[..4].copy_from_slice(&h.to_le_bytes());
             }
