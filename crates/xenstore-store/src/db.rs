@@ -124,12 +124,12 @@ fn decode_perms(bytes: &[u8], count: u16) -> impl Iterator<Item = Perm> + '_ {
 fn perms_len(bytes: &[u8], count: u16) -> usize {
     let mut at = 0;
     for _ in 0..count {
-        let short = bytes
-            .get(at + 1..at + 3)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-        at += if short == u16::MAX { 7 } else { 3 };
+        match decode_perm(bytes, at) {
+            Some((_, next)) => at = next,
+            None => break,
+        }
     }
-    at.min(bytes.len())
+    at
 }
 
 /// Where a slot keeps its run ([`Arena::layout`]).
